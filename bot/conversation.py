@@ -1,0 +1,144 @@
+"""One conversational turn: the context sent to the model, the call, and the record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.config import ModelSpec, Settings
+from bot.inference import ChatMessage, Completion, InferenceClient
+from bot.store import NewMessage, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A user's message to the bot, free of Discord types."""
+
+    channel_id: int
+    message_id: int
+    author_id: int
+    author_name: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The model's reply to a prompt, not yet recorded."""
+
+    prompt: Prompt
+    model: ModelSpec
+    completion: Completion
+    context_size: int
+
+    @property
+    def text(self) -> str:
+        """The reply text."""
+        return self.completion.text
+
+
+def speaker_line(name: str | None, content: str) -> str:
+    """A user turn as the model sees it in a channel with several people."""
+    return f"{name}: {content}" if name else content
+
+
+def build_messages(
+    system_prompt: str,
+    history: Sequence[StoredMessage],
+    prompt: Prompt,
+    *,
+    max_chars: int,
+) -> list[ChatMessage]:
+    """System prompt, then the newest history that fits the budget, then the new message."""
+    authors = {m.author_id for m in history if m.role == "user"} | {prompt.author_id}
+    named = len(authors) > 1
+
+    def content(message: StoredMessage) -> str:
+        if message.role == "user" and named:
+            return speaker_line(message.author_name, message.content)
+        return message.content
+
+    new_text = speaker_line(prompt.author_name, prompt.content) if named else prompt.content
+    budget = max_chars - len(system_prompt) - len(new_text)
+    kept: list[ChatMessage] = []
+    for message in reversed(history):
+        text = content(message)
+        if len(text) > budget:
+            break
+        budget -= len(text)
+        kept.append({"role": message.role, "content": text})
+    kept.reverse()
+    # Chat templates expect user/assistant alternation starting with a user turn.
+    while kept and kept[0]["role"] != "user":
+        kept.pop(0)
+    return [
+        {"role": "system", "content": system_prompt},
+        *kept,
+        {"role": "user", "content": new_text},
+    ]
+
+
+class Conversation:
+    """Turns in channels: one at a time per channel, channels independent."""
+
+    def __init__(self, settings: Settings, store: Store, inference: InferenceClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.inference = inference
+        # Idle channels hold no lock: an entry lives only while some turn uses it.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, channel_id: int) -> asyncio.Lock:
+        """The lock that serialises turns in one channel."""
+        lock = self._locks.get(channel_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[channel_id] = lock
+        return lock
+
+    async def model_for(self, channel_id: int) -> ModelSpec:
+        """The model a channel talks to (the default until someone picks one)."""
+        state = await self.store.channel(channel_id)
+        if state.model is not None and state.model not in self.settings.models:
+            log.warning(
+                "Channel %d uses model %r, no longer in the catalogue; using the default",
+                channel_id,
+                state.model,
+            )
+        return self.settings.model(state.model)
+
+    async def answer(self, prompt: Prompt) -> Answer:
+        """Ask the channel's model; raises InferenceError, records nothing."""
+        spec = await self.model_for(prompt.channel_id)
+        history = await self.store.context(prompt.channel_id, self.settings.history_messages)
+        messages = build_messages(
+            self.settings.system_prompt, history, prompt, max_chars=self.settings.history_chars
+        )
+        completion = await self.inference.complete(spec, messages)
+        return Answer(prompt, spec, completion, context_size=len(messages))
+
+    async def record(self, answer: Answer, reply_message_id: int | None) -> None:
+        """Write the prompt and its reply to the history, together."""
+        prompt = answer.prompt
+        await self.store.record_turn(
+            prompt.channel_id,
+            [
+                NewMessage(
+                    role="user",
+                    content=prompt.content,
+                    discord_message_id=prompt.message_id,
+                    author_id=prompt.author_id,
+                    author_name=prompt.author_name,
+                ),
+                NewMessage(
+                    role="assistant",
+                    content=answer.text,
+                    discord_message_id=reply_message_id,
+                    model=answer.model.name,
+                ),
+            ],
+        )

@@ -1,0 +1,460 @@
+"""Calls to Hugging Face endpoints: the chat-completions and text-generation APIs.
+
+Every failure becomes an `InferenceError` subclass whose `str()` is safe to show to users:
+it names the model and what to do, and never carries a token or a raw response body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal, TypedDict
+
+import aiohttp
+
+from bot.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ChatRole = Literal["system", "user", "assistant"]
+
+# The old app's prompt format; the model must not write the next user turn itself.
+USER_PREFIX = "User:"
+ASSISTANT_PREFIX = "Assistant:"
+TEXT_STOP = "\n" + USER_PREFIX
+# How much of an endpoint's own error message is worth showing.
+MAX_DETAIL = 200
+# Parameters the OpenAI-compatible API understands, by their name there.
+_CHAT_PARAMETERS = {
+    "max_new_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "seed": "seed",
+    "stop": "stop",
+}
+_THINK = re.compile(r"<think>.*?(</think>|\Z)", re.DOTALL)
+# Anything shaped like a credential, in case an endpoint echoes request headers.
+_CREDENTIAL = re.compile(r"(?i)(bearer\s+\S+|hf_[a-z0-9]{8,})")
+_HTML = re.compile(r"^\s*<(!doctype|html|head|body)", re.IGNORECASE)
+
+
+class ChatMessage(TypedDict):
+    """One message of a chat-completions conversation."""
+
+    role: ChatRole
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer and what it cost."""
+
+    text: str
+    model: str
+    latency: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class InferenceError(Exception):
+    """A model call that failed; `str()` is a short message fit for users."""
+
+    what: ClassVar[str] = "failed"
+    hint: ClassVar[str] = "Try again in a moment."
+
+    def __init__(self, model: str, detail: str = "", *, status: int | None = None) -> None:
+        self.model = model
+        self.detail = detail
+        self.status = status
+        super().__init__(self.user_message())
+
+    def user_message(self) -> str:
+        """One or two sentences: which model, what went wrong, what to do."""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"**{self.model}** {self.what}{detail}. {self.hint}"
+
+
+class NotConfigured(InferenceError):
+    """The model has no endpoint."""
+
+    what = "has no endpoint configured"
+    hint = "Ask the bot's operator to set one, or pick another model with `/model set`."
+
+
+class ModelLoading(InferenceError):
+    """A scaled-to-zero endpoint is starting (502/503/504)."""
+
+    what = "is starting up"
+    hint = "Scaled-to-zero endpoints take a minute or two to wake: try again shortly."
+
+    def __init__(
+        self, model: str, detail: str = "", *, status: int | None = None, eta: float | None = None
+    ) -> None:
+        self.eta = eta
+        super().__init__(model, detail, status=status)
+
+
+class RateLimited(InferenceError):
+    """The endpoint is overloaded or the account's quota is used up (429)."""
+
+    what = "is busy right now"
+    hint = "Wait a few seconds and try again."
+
+    def __init__(
+        self,
+        model: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(model, detail, status=status)
+
+
+class Unauthorized(InferenceError):
+    """The token was refused (401/403)."""
+
+    what = "refused the bot's Hugging Face token"
+    hint = "The bot's operator should check HUGGINGFACE_API_TOKEN."
+
+
+class ModelNotFound(InferenceError):
+    """Nothing answers at the endpoint URL (404/405)."""
+
+    what = "was not found at its endpoint"
+    hint = "The endpoint URL may be wrong, or the endpoint deleted; the operator should check it."
+
+
+class BadRequest(InferenceError):
+    """The endpoint rejected the request (400/413/422), often a context that is too long."""
+
+    what = "could not take this request"
+    hint = "If the conversation is long, `/reset` starts it afresh."
+
+
+class EndpointError(InferenceError):
+    """The endpoint failed (5xx) or answered something unreadable."""
+
+    what = "had a problem answering"
+    hint = "Try again in a moment."
+
+
+class WrongApiStyle(EndpointError):
+    """The endpoint answered in a shape that belongs to the other API style."""
+
+    what = "answered in an unexpected format"
+    hint = "The operator may need to switch the model's `api` between 'chat' and 'text'."
+
+
+class EmptyAnswer(EndpointError):
+    """The model produced no text."""
+
+    what = "returned an empty answer"
+    hint = "Try rephrasing your message."
+
+
+class Timeout(InferenceError):
+    """The endpoint did not answer in time."""
+
+    what = "took too long to answer"
+    hint = "Try again in a moment."
+
+
+class Unreachable(InferenceError):
+    """The endpoint could not be connected to."""
+
+    what = "could not be reached"
+    hint = "The endpoint may be down; try again later."
+
+
+def chat_url(endpoint: str) -> str:
+    """The chat-completions URL for an endpoint, whether given as base, /v1 or full URL."""
+    base = endpoint.rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    if base.endswith("/v1"):
+        return base + "/chat/completions"
+    return base + "/v1/chat/completions"
+
+
+def chat_payload(spec: ModelSpec, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+    """The OpenAI-compatible request body."""
+    payload: dict[str, Any] = {"model": spec.hub_id, "messages": list(messages)}
+    for key, value in spec.parameters.items():
+        if key in _CHAT_PARAMETERS and not (key == "stop" and not value):
+            payload[_CHAT_PARAMETERS[key]] = list(value) if key == "stop" else value
+    return payload
+
+
+def text_prompt(messages: Sequence[ChatMessage]) -> str:
+    """The old app's `User:`/`Assistant:` prompt, with the system prompt on top."""
+    lines = []
+    for message in messages:
+        if message["role"] == "system":
+            lines.append(message["content"] + "\n")
+        elif message["role"] == "user":
+            lines.append(f"{USER_PREFIX} {message['content']}")
+        else:
+            lines.append(f"{ASSISTANT_PREFIX} {message['content']}")
+    lines.append(ASSISTANT_PREFIX)
+    return "\n".join(lines)
+
+
+def text_stops(spec: ModelSpec) -> list[str]:
+    """Stop sequences for the text API: the next user turn, plus the model's own."""
+    return [TEXT_STOP, *spec.stop]
+
+
+def text_payload(spec: ModelSpec, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+    """The brief's text-generation request body, with stop sequences."""
+    parameters = {key: value for key, value in spec.parameters.items() if key != "stop"}
+    parameters["return_full_text"] = False
+    parameters["stop"] = text_stops(spec)
+    return {"inputs": text_prompt(messages), "parameters": parameters}
+
+
+def strip_stops(text: str, stops: Sequence[str]) -> str:
+    """Text cut at the first stop sequence (TGI leaves it in the answer)."""
+    cut = len(text)
+    for stop in stops:
+        at = text.find(stop)
+        if at != -1:
+            cut = min(cut, at)
+        # A reply that opens with the next turn's prefix has no answer before it.
+        if text.startswith(stop.lstrip()):
+            cut = 0
+    return text[:cut]
+
+
+def strip_reasoning(text: str) -> str:
+    """Text without `<think>...</think>` blocks (an unclosed one runs to the end)."""
+    return _THINK.sub("", text)
+
+
+def parse_chat(data: Any, model: str) -> tuple[str, dict[str, Any]]:
+    """The answer text and usage from a chat-completions response."""
+    try:
+        choice = data["choices"][0]
+        content = choice["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise WrongApiStyle(model, "no choices in the answer") from None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return (content if isinstance(content, str) else ""), usage
+
+
+def parse_text(data: Any, stops: Sequence[str]) -> str:
+    """The answer from a text-generation response: a list, a dict, or anything else."""
+    if isinstance(data, list) and data:
+        first = data[0]
+        text = first.get("generated_text", "") if isinstance(first, dict) else str(first)
+    elif isinstance(data, dict):
+        text = data.get("generated_text", "")
+    else:
+        text = "" if data is None else str(data)
+    if not isinstance(text, str):
+        text = str(text)
+    return strip_stops(text, stops)
+
+
+def error_detail(body: bytes, secrets: Sequence[str] = ()) -> str:
+    """The endpoint's own error message, if it gave one in JSON, short and redacted."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    found: Any = data.get("error") if isinstance(data, dict) else None
+    if isinstance(found, dict):
+        found = found.get("message")
+    if not isinstance(found, str):
+        return ""
+    message = found
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    message = _CREDENTIAL.sub("[redacted]", " ".join(message.split()))
+    if len(message) > MAX_DETAIL:
+        message = message[: MAX_DETAIL - 1] + "…"
+    return message
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 24 * 3600 else None
+
+
+def error_for_status(
+    model: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    secrets: Sequence[str] = (),
+) -> InferenceError:
+    """The typed error for an HTTP error answer."""
+    detail = error_detail(body, secrets)
+    if status in (502, 503, 504):
+        try:
+            eta = _seconds(json.loads(body).get("estimated_time"))
+        except (ValueError, AttributeError):
+            eta = None
+        return ModelLoading(model, status=status, eta=eta)
+    if status == 429:
+        return RateLimited(model, status=status, retry_after=_seconds(headers.get("Retry-After")))
+    if status in (401, 403):
+        return Unauthorized(model, status=status)
+    if status in (404, 405):
+        return ModelNotFound(model, status=status)
+    if status in (400, 413, 422):
+        return BadRequest(model, detail, status=status)
+    return EndpointError(model, f"HTTP {status}", status=status)
+
+
+class InferenceClient:
+    """Calls models over one shared aiohttp session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        token: str | None,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
+        self._session = session
+        self._token = token
+        self.timeout = timeout
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    async def complete(self, spec: ModelSpec, messages: Sequence[ChatMessage]) -> Completion:
+        """Ask a model for the next assistant message."""
+        if not spec.endpoint:
+            raise NotConfigured(spec.label)
+        started = time.monotonic()
+        if spec.api == "chat":
+            data = await self._post(spec, chat_url(spec.endpoint), chat_payload(spec, messages))
+            text, usage = parse_chat(data, spec.label)
+        else:
+            data = await self._post(spec, spec.endpoint, text_payload(spec, messages))
+            if isinstance(data, dict) and "choices" in data:
+                raise WrongApiStyle(spec.label, "a chat answer to a text request")
+            text, usage = parse_text(data, text_stops(spec)), {}
+        text = strip_reasoning(text).strip()
+        if not text:
+            raise EmptyAnswer(spec.label)
+        return Completion(
+            text=text,
+            model=spec.name,
+            latency=time.monotonic() - started,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    async def _post(self, spec: ModelSpec, url: str, payload: dict[str, Any]) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        try:
+            async with self._session.post(
+                url, json=payload, headers=self._headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise error_for_status(
+                        spec.label, response.status, body, response.headers, [self._token or ""]
+                    )
+        except TimeoutError:
+            raise Timeout(spec.label, f"no answer in {self.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            log.warning(
+                "Model %s: connection to %s failed: %s",
+                spec.name,
+                spec.endpoint_host,
+                type(exc).__name__,
+            )
+            raise Unreachable(spec.label) from None
+        if _HTML.match(body[:100].decode("utf-8", "replace")):
+            raise EndpointError(spec.label, "an HTML page instead of an answer")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise EndpointError(spec.label, "an answer that is not valid JSON") from None
+
+
+ProbeStatus = Literal[
+    "reachable", "cold", "unauthorized", "not found", "wrong API style", "rejected", "failing"
+]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one test call to a model's endpoint showed."""
+
+    model: ModelSpec
+    status: ProbeStatus
+    hint: str
+    latency: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether the model answered."""
+        return self.status == "reachable"
+
+
+PROBE_MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Say OK."}]
+
+
+def probe_verdict(spec: ModelSpec, error: InferenceError | None) -> tuple[ProbeStatus, str]:
+    """Classify a test call's outcome, with a hint for the operator."""
+    other = "text" if spec.api == "chat" else "chat"
+    if error is None:
+        return "reachable", f"answered through the {spec.api} API"
+    if isinstance(error, ModelLoading):
+        eta = f" (about {error.eta:g} s)" if error.eta else ""
+        return "cold", f"the endpoint is starting{eta}; scaled-to-zero endpoints take minutes"
+    if isinstance(error, RateLimited):
+        return "reachable", "answered 429 (busy or out of quota): reachable, but try later"
+    if isinstance(error, Unauthorized):
+        return "unauthorized", "check HUGGINGFACE_API_TOKEN and that it can use this endpoint"
+    if isinstance(error, ModelNotFound):
+        if spec.api == "chat":
+            return "not found", (
+                "nothing at /v1/chat/completions: check the URL; if the endpoint does not run "
+                "TGI, vLLM or SGLang, set api = 'text'"
+            )
+        return "not found", "check the endpoint URL, and that the endpoint is not deleted"
+    if isinstance(error, WrongApiStyle):
+        return "wrong API style", f"the answer does not fit the {spec.api} API; try api = '{other}'"
+    if isinstance(error, BadRequest):
+        if "input" in error.detail.lower() and spec.api == "chat":
+            return "wrong API style", f"{error.detail}; try api = 'text'"
+        if "messages" in error.detail.lower() and spec.api == "text":
+            return "wrong API style", f"{error.detail}; try api = 'chat'"
+        detail = error.detail or "HTTP " + str(error.status)
+        return "rejected", f"{detail} (a paused endpoint answers 400: resume it)"
+    return "failing", str(error)
+
+
+async def probe(client: InferenceClient, spec: ModelSpec) -> ProbeResult:
+    """Call a model once with a tiny request and classify what happened."""
+    tiny = replace(spec, parameters={**spec.parameters, "max_new_tokens": 1})
+    started = time.monotonic()
+    error: InferenceError | None = None
+    try:
+        await client.complete(tiny, PROBE_MESSAGES)
+    except EmptyAnswer:
+        error = None  # one token may well be blank: the endpoint still answered
+    except InferenceError as exc:
+        error = exc
+    status, hint = probe_verdict(spec, error)
+    return ProbeResult(spec, status, hint, time.monotonic() - started)
