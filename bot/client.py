@@ -21,10 +21,10 @@ EXTENSIONS = ("cogs.chat", "cogs.models", "cogs.reset")
 SYNC_HASH_KEY = "commands_hash"
 
 
-def intents() -> discord.Intents:
-    """Gateway intents: no privileged ones, since the bot reads only mentions and DMs."""
+def intents(message_content: bool = False) -> discord.Intents:
+    """Gateway intents: none privileged unless asked (mentions and DMs carry content anyway)."""
     wanted = discord.Intents.default()
-    wanted.message_content = False
+    wanted.message_content = message_content
     wanted.members = False
     wanted.presences = False
     return wanted
@@ -46,7 +46,7 @@ class HFCord(commands.Bot):
             # Slash commands only: no text prefix (every message would be parsed as a command).
             command_prefix="",
             help_command=None,
-            intents=intents(),
+            intents=intents(settings.message_content_intent),
             allowed_mentions=discord.AllowedMentions.none(),
             **options,  # type: ignore[arg-type]
         )

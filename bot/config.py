@@ -121,6 +121,7 @@ class Settings:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     log_level: str = "INFO"
     sync_guild_id: int | None = None
+    message_content_intent: bool = False
 
     @property
     def hf_configured(self) -> bool:
@@ -178,6 +179,7 @@ class Settings:
             else:
                 problems.append(f"DISCORD_GUILD_ID must be a numeric server id, got {guild!r}.")
 
+        content_intent = _bool(env, "DISCORD_MESSAGE_CONTENT_INTENT", problems)
         log_level = (_clean(env.get("LOG_LEVEL")) or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}.")
@@ -196,6 +198,7 @@ class Settings:
             request_timeout=timeout,
             log_level=log_level,
             sync_guild_id=sync_guild_id,
+            message_content_intent=content_intent,
         )
 
 
@@ -204,6 +207,15 @@ def _clean(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def _bool(env: Mapping[str, str], key: str, problems: list[str]) -> bool:
+    raw = (_clean(env.get(key)) or "false").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw not in ("0", "false", "no", "off"):
+        problems.append(f"{key} must be true or false, got {raw!r}.")
+    return False
 
 
 def _int(env: Mapping[str, str], key: str, default: int, problems: list[str]) -> int:

@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
 EMPTY_NOTE = "You mentioned me without a question: write your message after the mention."
+# Without the message content intent, Discord blanks replies that do not @-mention the bot.
+UNREAD_REPLY_NOTE = (
+    "I could not read your reply: Discord only shows me replies that keep the @mention on. "
+    "Reply again with the mention switched on, or mention me directly."
+)
 ATTACHMENT_NOTE = (
     "I can only read the text of a message, and yours has none: "
     "paste the text into the message itself."
@@ -57,6 +62,15 @@ class Chat(commands.Cog):
         resolved = message.reference.resolved if message.reference else None
         return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
+    def empty_note(self, message: discord.Message) -> str:
+        """Why a message addressed to the bot has no text to answer."""
+        if message.attachments:
+            return ATTACHMENT_NOTE
+        mentioned = self.bot.user in message.mentions
+        if message.guild is not None and not mentioned and not self.bot.intents.message_content:
+            return UNREAD_REPLY_NOTE
+        return EMPTY_NOTE
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message addressed to the bot."""
@@ -65,7 +79,7 @@ class Chat(commands.Cog):
         assert self.bot.user is not None
         text = readable_content(message, self.bot.user.id)
         if not text:
-            await self.post(message, ATTACHMENT_NOTE if message.attachments else EMPTY_NOTE)
+            await self.post(message, self.empty_note(message))
             return
         prompt = Prompt(
             channel_id=message.channel.id,

@@ -12,7 +12,7 @@ def test_env_example_documents_every_variable_the_code_reads() -> None:
     documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     source = (ROOT / "bot" / "config.py").read_text()
     read = set(re.findall(r'env(?:\.get)?\(\s*"([A-Z_]+)"', source))
-    read |= set(re.findall(r'_(?:int|float)\(env, "([A-Z_]+)"', source))
+    read |= set(re.findall(r'_(?:int|float|bool)\(env, "([A-Z_]+)"', source))
     assert read, "the pattern no longer finds the variables"
     assert read <= documented, f"undocumented: {sorted(read - documented)}"
 
