@@ -9,7 +9,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 import discord
@@ -57,25 +58,34 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+@contextlib.asynccontextmanager
+async def services(
+    settings: Settings, *, force_sync: bool = False, **bot_options: Any
+) -> AsyncIterator[HFCord]:
+    """Open the HTTP session, the store and the bot, in order; close them in reverse."""
+    async with http_session(settings) as session, await Store.open(settings.database_path) as store:
+        inference = InferenceClient(session, settings.hf_token, timeout=settings.request_timeout)
+        async with HFCord(settings, store, inference, force_sync=force_sync, **bot_options) as bot:
+            yield bot
+
+
 async def run(settings: Settings, *, force_sync: bool) -> None:
     """Run the bot until Discord closes the connection or a signal stops it."""
     assert settings.discord_token is not None
-    async with http_session(settings) as session, await Store.open(settings.database_path) as store:
-        inference = InferenceClient(session, settings.hf_token, timeout=settings.request_timeout)
-        async with HFCord(settings, store, inference, force_sync=force_sync) as bot:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, stop.set)
-            runner = asyncio.create_task(bot.start(settings.discord_token))
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if stopper in done:
-                log.info("Shutting down")
-                await bot.close()
-            stopper.cancel()
-            await runner
+    async with services(settings, force_sync=force_sync) as bot:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        runner = asyncio.create_task(bot.start(settings.discord_token))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            log.info("Shutting down")
+            await bot.close()
+        stopper.cancel()
+        await runner
 
 
 async def check(settings: Settings) -> bool:

@@ -18,6 +18,8 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.chat", "cogs.models", "cogs.reset")
+# How long shutdown waits for answers in progress before closing the connection.
+SHUTDOWN_GRACE = 10.0
 SYNC_HASH_KEY = "commands_hash"
 
 
@@ -43,8 +45,9 @@ class HFCord(commands.Bot):
         **options: object,
     ) -> None:
         super().__init__(
-            # Slash commands only: no text prefix (every message would be parsed as a command).
-            command_prefix="",
+            # Slash commands only: no prefixes at all (an empty string would match every
+            # message, when_mentioned every mention), and on_message never parses commands.
+            command_prefix=[],
             help_command=None,
             intents=intents(settings.message_content_intent),
             allowed_mentions=discord.AllowedMentions.none(),
@@ -55,6 +58,7 @@ class HFCord(commands.Bot):
         self.inference = inference
         self.conversation = Conversation(settings, store, inference)
         self.force_sync = force_sync
+        self.closing = False
         self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
@@ -62,6 +66,13 @@ class HFCord(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands(force=self.force_sync)
+
+    async def close(self) -> None:
+        """Stop taking new messages, let answers in progress finish, then disconnect."""
+        if not self.closing:
+            self.closing = True
+            await self.conversation.drain(SHUTDOWN_GRACE)
+        await super().close()
 
     async def on_message(self, message: discord.Message, /) -> None:
         """No prefix commands: the chat cog handles messages."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bot.config import ModelSpec, Settings
@@ -91,6 +92,31 @@ class Conversation:
         self.inference = inference
         # Idle channels hold no lock: an entry lives only while some turn uses it.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, channel_id: int) -> AsyncIterator[None]:
+        """Hold the channel for one turn, counted so that shutdown can wait for it."""
+        self._active += 1
+        self._idle.clear()
+        try:
+            async with self.lock(channel_id):
+                yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> bool:
+        """Wait up to grace seconds for turns in progress; False if some were still running."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("%d turn(s) still running at shutdown", self._active)
+            return False
+        return True
 
     def lock(self, channel_id: int) -> asyncio.Lock:
         """The lock that serialises turns in one channel."""

@@ -27,6 +27,8 @@ ATTACHMENT_NOTE = (
     "I can only read the text of a message, and yours has none: "
     "paste the text into the message itself."
 )
+# Channels whose refusals were logged; forgotten wholesale past this size.
+MAX_REFUSALS_REMEMBERED = 10_000
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
@@ -49,6 +51,7 @@ class Chat(commands.Cog):
 
     def __init__(self, bot: HFCord) -> None:
         self.bot = bot
+        self._refused: set[tuple[int, int]] = set()
 
     def addressed(self, message: discord.Message) -> bool:
         """Whether a message asks the bot for an answer."""
@@ -74,7 +77,7 @@ class Chat(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message addressed to the bot."""
-        if not self.addressed(message):
+        if not self.addressed(message) or self.bot.closing:
             return
         assert self.bot.user is not None
         text = readable_content(message, self.bot.user.id)
@@ -89,11 +92,15 @@ class Chat(commands.Cog):
             content=text,
         )
         conversation = self.bot.conversation
-        async with conversation.lock(prompt.channel_id):
+        async with conversation.turn(prompt.channel_id):
             started = time.monotonic()
             try:
                 async with message.channel.typing():
                     answer = await conversation.answer(prompt)
+            except discord.HTTPException as error:
+                # Typing is refused where the bot may not post: don't call the model for nothing.
+                self.cannot_post(message, error)
+                return
             except InferenceError as error:
                 log.warning(
                     "Turn in channel %d failed: %s (HTTP %s)",
@@ -124,13 +131,23 @@ class Chat(commands.Cog):
                 else:
                     await message.channel.send(chunk, allowed_mentions=NO_PINGS)
         except discord.HTTPException as error:
-            log.warning(
-                "Could not post in channel %d: HTTP %d (code %d)",
-                message.channel.id,
-                error.status,
-                error.code,
-            )
+            self.cannot_post(message, error)
         return first
+
+    def cannot_post(self, message: discord.Message, error: discord.HTTPException) -> None:
+        """Log a refused post, once per channel and kind of error."""
+        key = (message.channel.id, error.code or error.status)
+        if key in self._refused:
+            return
+        if len(self._refused) >= MAX_REFUSALS_REMEMBERED:
+            self._refused.clear()
+        self._refused.add(key)
+        log.warning(
+            "Cannot post in channel %d: HTTP %d (code %d); check the bot's permissions there",
+            message.channel.id,
+            error.status,
+            error.code,
+        )
 
     @staticmethod
     def log_turn(answer: Answer, started: float, *, posted: bool) -> None:
