@@ -142,11 +142,18 @@ class Chat(commands.Cog):
         if len(self._refused) >= MAX_REFUSALS_REMEMBERED:
             self._refused.clear()
         self._refused.add(key)
+        if isinstance(error, discord.Forbidden):
+            why = "the bot lacks permission to post there"
+        elif isinstance(error, discord.NotFound):
+            why = "the channel is gone"
+        else:
+            why = "Discord refused the message"
         log.warning(
-            "Cannot post in channel %d: HTTP %d (code %d); check the bot's permissions there",
+            "Cannot post in channel %d: HTTP %d (code %d): %s",
             message.channel.id,
             error.status,
             error.code,
+            why,
         )
 
     @staticmethod
