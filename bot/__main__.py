@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ from dotenv import load_dotenv
 from bot import __version__
 from bot.client import HFCord
 from bot.config import ConfigError, Settings
-from bot.inference import InferenceClient, probe
+from bot.inference import InferenceClient, RetryPolicy, probe
 from bot.store import Store
 
 log = logging.getLogger("bot")
@@ -58,13 +58,39 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def inference_client(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    *,
+    retry: bool = True,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> InferenceClient:
+    """The model client as configured; without retry, one attempt per call (for `check`)."""
+    policy = RetryPolicy(deadline=settings.retry_deadline, max_attempts=20 if retry else 1)
+    return InferenceClient(
+        session,
+        settings.hf_token,
+        timeout=settings.request_timeout,
+        retry=policy,
+        max_concurrency=settings.max_concurrency,
+        sleep=sleep,
+    )
+
+
 @contextlib.asynccontextmanager
 async def services(
-    settings: Settings, *, force_sync: bool = False, **bot_options: Any
+    settings: Settings,
+    *,
+    force_sync: bool = False,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    **bot_options: Any,
 ) -> AsyncIterator[HFCord]:
-    """Open the HTTP session, the store and the bot, in order; close them in reverse."""
+    """Open the HTTP session, the store and the bot, in order; close them in reverse.
+
+    `sleep` paces retries (tests pass one that does not wait); bot_options go to discord.py.
+    """
     async with http_session(settings) as session, await Store.open(settings.database_path) as store:
-        inference = InferenceClient(session, settings.hf_token, timeout=settings.request_timeout)
+        inference = inference_client(settings, session, sleep=sleep)
         async with HFCord(settings, store, inference, force_sync=force_sync, **bot_options) as bot:
             yield bot
 
@@ -91,7 +117,7 @@ async def run(settings: Settings, *, force_sync: bool) -> None:
 async def check(settings: Settings) -> bool:
     """Call each model's endpoint once and report; True when all answered."""
     async with http_session(settings) as session:
-        client = InferenceClient(session, settings.hf_token, timeout=settings.request_timeout)
+        client = inference_client(settings, session, retry=False)
         results = await asyncio.gather(*(probe(client, s) for s in settings.models.values()))
     for result in results:
         spec = result.model

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.conversation import Conversation
 from bot.inference import InferenceClient
+from bot.ratelimit import UserRateLimiter
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class HFCord(commands.Bot):
         self.store = store
         self.inference = inference
         self.conversation = Conversation(settings, store, inference)
+        self.limiter = UserRateLimiter(settings.user_rate, per_server=settings.user_rate_per_server)
         self.force_sync = force_sync
         self.closing = False
         self.tree.error(self.on_app_command_error)

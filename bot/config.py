@@ -25,6 +25,11 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_HISTORY_MESSAGES = 20
 DEFAULT_HISTORY_CHARS = 12_000
 DEFAULT_REQUEST_TIMEOUT = 60.0
+DEFAULT_RETRY_DEADLINE = 120.0
+DEFAULT_MAX_CONCURRENCY = 4
+DEFAULT_CHANNEL_QUEUE = 5
+DEFAULT_USER_RATE = 10
+DEFAULT_ATTACHMENT_BYTES = 100_000
 DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
     {"max_new_tokens": 500, "temperature": 0.7, "top_p": 0.9}
 )
@@ -119,6 +124,12 @@ class Settings:
     history_messages: int = DEFAULT_HISTORY_MESSAGES
     history_chars: int = DEFAULT_HISTORY_CHARS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    channel_queue: int = DEFAULT_CHANNEL_QUEUE
+    user_rate: int = DEFAULT_USER_RATE
+    user_rate_per_server: bool = False
+    attachment_bytes: int = DEFAULT_ATTACHMENT_BYTES
     log_level: str = "INFO"
     sync_guild_id: int | None = None
     message_content_intent: bool = False
@@ -171,6 +182,14 @@ class Settings:
         history_messages = _int(env, "HISTORY_MAX_MESSAGES", DEFAULT_HISTORY_MESSAGES, problems)
         history_chars = _int(env, "HISTORY_MAX_CHARS", DEFAULT_HISTORY_CHARS, problems)
         timeout = _float(env, "HF_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT, problems)
+        deadline = _float(env, "HF_RETRY_DEADLINE_SECONDS", DEFAULT_RETRY_DEADLINE, problems)
+        concurrency = _int(env, "HF_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, problems)
+        channel_queue = _int(env, "CHANNEL_QUEUE_LIMIT", DEFAULT_CHANNEL_QUEUE, problems)
+        user_rate = _int(env, "USER_RATE_LIMIT", DEFAULT_USER_RATE, problems, minimum=0)
+        per_server = _bool(env, "USER_RATE_LIMIT_PER_SERVER", problems)
+        attachment_bytes = _int(
+            env, "ATTACHMENT_MAX_BYTES", DEFAULT_ATTACHMENT_BYTES, problems, minimum=0
+        )
         guild = _clean(env.get("DISCORD_GUILD_ID"))
         sync_guild_id: int | None = None
         if guild:
@@ -196,6 +215,12 @@ class Settings:
             history_messages=history_messages,
             history_chars=history_chars,
             request_timeout=timeout,
+            retry_deadline=deadline,
+            max_concurrency=concurrency,
+            channel_queue=channel_queue,
+            user_rate=user_rate,
+            user_rate_per_server=per_server,
+            attachment_bytes=attachment_bytes,
             log_level=log_level,
             sync_guild_id=sync_guild_id,
             message_content_intent=content_intent,
@@ -218,7 +243,9 @@ def _bool(env: Mapping[str, str], key: str, problems: list[str]) -> bool:
     return False
 
 
-def _int(env: Mapping[str, str], key: str, default: int, problems: list[str]) -> int:
+def _int(
+    env: Mapping[str, str], key: str, default: int, problems: list[str], *, minimum: int = 1
+) -> int:
     raw = _clean(env.get(key))
     if raw is None:
         return default
@@ -227,8 +254,8 @@ def _int(env: Mapping[str, str], key: str, default: int, problems: list[str]) ->
     except ValueError:
         problems.append(f"{key} must be a whole number, got {raw!r}.")
         return default
-    if value < 1:
-        problems.append(f"{key} must be at least 1, got {value}.")
+    if value < minimum:
+        problems.append(f"{key} must be at least {minimum}, got {value}.")
     return value
 
 

@@ -10,10 +10,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bot.config import ModelSpec, Settings
-from bot.inference import ChatMessage, Completion, InferenceClient
+from bot.inference import ChatMessage, Completion, InferenceClient, RetryHook
 from bot.store import NewMessage, Store, StoredMessage
 
 log = logging.getLogger(__name__)
+
+# A new message always gets at least this much room, however long the system prompt.
+MIN_PROMPT_ROOM = 1000
+
+
+class ChannelBusy(Exception):
+    """Too many messages are already waiting for an answer in this channel."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +102,16 @@ class Conversation:
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Turns running or waiting, per channel; only channels with some are kept.
+        self._pending: dict[int, int] = {}
 
     @contextlib.asynccontextmanager
     async def turn(self, channel_id: int) -> AsyncIterator[None]:
-        """Hold the channel for one turn, counted so that shutdown can wait for it."""
+        """Hold the channel for one turn, in arrival order; raise ChannelBusy when full."""
+        pending = self._pending.get(channel_id, 0)
+        if pending >= self.settings.channel_queue:
+            raise ChannelBusy(channel_id)
+        self._pending[channel_id] = pending + 1
         self._active += 1
         self._idle.clear()
         try:
@@ -108,6 +121,11 @@ class Conversation:
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
+            left = self._pending[channel_id] - 1
+            if left:
+                self._pending[channel_id] = left
+            else:
+                del self._pending[channel_id]
 
     async def drain(self, grace: float) -> bool:
         """Wait up to grace seconds for turns in progress; False if some were still running."""
@@ -137,14 +155,18 @@ class Conversation:
             )
         return self.settings.model(state.model)
 
-    async def answer(self, prompt: Prompt) -> Answer:
+    def prompt_room(self) -> int:
+        """How many characters a new message may have: the budget less the system prompt."""
+        return max(MIN_PROMPT_ROOM, self.settings.history_chars - len(self.settings.system_prompt))
+
+    async def answer(self, prompt: Prompt, *, on_retry: RetryHook | None = None) -> Answer:
         """Ask the channel's model; raises InferenceError, records nothing."""
         spec = await self.model_for(prompt.channel_id)
         history = await self.store.context(prompt.channel_id, self.settings.history_messages)
         messages = build_messages(
             self.settings.system_prompt, history, prompt, max_chars=self.settings.history_chars
         )
-        completion = await self.inference.complete(spec, messages)
+        completion = await self.inference.complete(spec, messages, on_retry=on_retry)
         return Answer(prompt, spec, completion, context_size=len(messages))
 
     async def record(self, answer: Answer, reply_message_id: int | None) -> None:

@@ -6,11 +6,13 @@ it names the model and what to do, and never carries a token or a raw response b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, TypedDict
 
@@ -60,6 +62,7 @@ class Completion:
     latency: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    retries: int = 0
 
 
 class InferenceError(Exception):
@@ -318,8 +321,39 @@ def error_for_status(
     return EndpointError(model, f"HTTP {status}", status=status)
 
 
+# Transient failures worth another try: cold starts, overload, network trouble, read timeouts.
+RETRYABLE = (ModelLoading, RateLimited, Unreachable, Timeout)
+RetryHook = Callable[[InferenceError, int, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long one reply may take in all, and how to space the attempts."""
+
+    deadline: float = 120.0
+    base_delay: float = 1.0
+    max_delay: float = 20.0
+    max_attempts: int = 20
+
+
+def retry_delay(
+    error: InferenceError, attempt: int, policy: RetryPolicy, rand: Callable[[], float]
+) -> float:
+    """Seconds to wait before attempt+1: the endpoint's hint if any, else jittered back-off."""
+    hint: float | None = None
+    if isinstance(error, RateLimited):
+        hint = error.retry_after
+    elif isinstance(error, ModelLoading):
+        hint = error.eta
+    if hint is not None:
+        # A little jitter so that many waiting channels don't all return at the same instant.
+        return min(hint, policy.max_delay) * (1 + rand() / 10)
+    backoff = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
+    return backoff * (0.5 + rand() / 2)
+
+
 class InferenceClient:
-    """Calls models over one shared aiohttp session."""
+    """Calls models over one shared aiohttp session, retrying transient failures."""
 
     def __init__(
         self,
@@ -327,10 +361,26 @@ class InferenceClient:
         token: str | None,
         *,
         timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 4,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self._session = session
         self._token = token
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.max_concurrency = max_concurrency
+        self._sleep = sleep
+        self._rand = rand
+        # Requests in flight per endpoint: a burst across channels queues here.
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def _slot(self, endpoint: str) -> asyncio.Semaphore:
+        slot = self._slots.get(endpoint)
+        if slot is None:
+            slot = self._slots[endpoint] = asyncio.Semaphore(self.max_concurrency)
+        return slot
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -338,32 +388,85 @@ class InferenceClient:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
-    async def complete(self, spec: ModelSpec, messages: Sequence[ChatMessage]) -> Completion:
-        """Ask a model for the next assistant message."""
+    async def complete(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        *,
+        on_retry: RetryHook | None = None,
+    ) -> Completion:
+        """Ask a model for the next assistant message, retrying transient failures.
+
+        Gives up with the last error once the policy's deadline would pass; on_retry is
+        awaited before each wait (the chat cog uses it to say a model is warming up).
+        """
         if not spec.endpoint:
             raise NotConfigured(spec.label)
         started = time.monotonic()
-        if spec.api == "chat":
-            data = await self._post(spec, chat_url(spec.endpoint), chat_payload(spec, messages))
-            text, usage = parse_chat(data, spec.label)
-        else:
-            data = await self._post(spec, spec.endpoint, text_payload(spec, messages))
-            if isinstance(data, dict) and "choices" in data:
-                raise WrongApiStyle(spec.label, "a chat answer to a text request")
-            text, usage = parse_text(data, text_stops(spec)), {}
-        text = strip_reasoning(text).strip()
-        if not text:
-            raise EmptyAnswer(spec.label)
+        deadline = started + self.retry.deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                text, usage = await self._attempt(spec, messages, deadline)
+                break
+            except RETRYABLE as error:
+                delay = retry_delay(error, attempt, self.retry, self._rand)
+                if attempt >= self.retry.max_attempts or time.monotonic() + delay >= deadline:
+                    raise
+                log.info(
+                    "Model %s: %s (HTTP %s); retry %d in %.1f s",
+                    spec.name,
+                    type(error).__name__,
+                    error.status,
+                    attempt,
+                    delay,
+                )
+                if on_retry is not None:
+                    await on_retry(error, attempt, delay)
+                await self._sleep(delay)
         return Completion(
             text=text,
             model=spec.name,
             latency=time.monotonic() - started,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
+            retries=attempt - 1,
         )
 
-    async def _post(self, spec: ModelSpec, url: str, payload: dict[str, Any]) -> Any:
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+    async def _attempt(
+        self, spec: ModelSpec, messages: Sequence[ChatMessage], deadline: float
+    ) -> tuple[str, dict[str, Any]]:
+        """One request, within the endpoint's concurrency cap and the reply's deadline."""
+        assert spec.endpoint
+        remaining = deadline - time.monotonic()
+        timeout = min(self.timeout, remaining)
+        try:
+            async with asyncio.timeout(remaining):
+                async with self._slot(spec.endpoint):
+                    if spec.api == "chat":
+                        url, payload = chat_url(spec.endpoint), chat_payload(spec, messages)
+                    else:
+                        url, payload = spec.endpoint, text_payload(spec, messages)
+                    data = await self._post(spec, url, payload, timeout)
+        except TimeoutError:
+            # Waiting for a free slot ate the rest of the deadline.
+            raise Timeout(spec.label, f"no answer in {self.retry.deadline:g} s") from None
+        if spec.api == "chat":
+            text, usage = parse_chat(data, spec.label)
+        else:
+            if isinstance(data, dict) and "choices" in data:
+                raise WrongApiStyle(spec.label, "a chat answer to a text request")
+            text, usage = parse_text(data, text_stops(spec)), {}
+        text = strip_reasoning(text).strip()
+        if not text:
+            raise EmptyAnswer(spec.label)
+        return text, usage
+
+    async def _post(
+        self, spec: ModelSpec, url: str, payload: dict[str, Any], seconds: float
+    ) -> Any:
+        timeout = aiohttp.ClientTimeout(total=seconds)
         try:
             async with self._session.post(
                 url, json=payload, headers=self._headers(), timeout=timeout
@@ -374,7 +477,7 @@ class InferenceClient:
                         spec.label, response.status, body, response.headers, [self._token or ""]
                     )
         except TimeoutError:
-            raise Timeout(spec.label, f"no answer in {self.timeout:g} s") from None
+            raise Timeout(spec.label, f"no answer in {seconds:.3g} s") from None
         except aiohttp.ClientError as exc:
             log.warning(
                 "Model %s: connection to %s failed: %s",

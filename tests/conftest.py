@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from bot.config import Settings
-from bot.inference import InferenceClient
+from bot.inference import InferenceClient, RetryPolicy
 from bot.store import Store
 
 
@@ -29,6 +30,9 @@ class _CompatResponse(ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatResponse  # type: ignore[misc]
+
+# The end-to-end fixtures (world, bot) live in tests/e2e.py.
+pytest_plugins = ["tests.e2e"]
 
 TEST_TOKEN = "hf_test_token_that_must_never_leak_0123456789"
 
@@ -59,10 +63,29 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+class Sleeps:
+    """An injectable asyncio.sleep that records the delays and does not wait."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
-def client(session: aiohttp.ClientSession) -> InferenceClient:
-    """An inference client with the test token and a short timeout."""
-    return InferenceClient(session, TEST_TOKEN, timeout=2.0)
+def sleeps() -> Sleeps:
+    """Back-off delays, recorded instead of slept."""
+    return Sleeps()
+
+
+@pytest.fixture
+def client(session: aiohttp.ClientSession, sleeps: Sleeps) -> InferenceClient:
+    """An inference client with the test token, a short timeout and no real back-off."""
+    return InferenceClient(
+        session, TEST_TOKEN, timeout=2.0, retry=RetryPolicy(deadline=10.0), sleep=sleeps
+    )
 
 
 @pytest.fixture

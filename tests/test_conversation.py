@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from bot.conversation import Conversation, Prompt, build_messages
-from bot.inference import InferenceClient, ModelLoading
+from bot.inference import InferenceClient, Unauthorized
 from bot.store import NewMessage, Store, StoredMessage
 from tests import fakehf
 from tests.conftest import TEST_TOKEN, make_settings
@@ -124,8 +124,9 @@ async def test_a_failed_call_records_nothing(
     store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
 ) -> None:
     conversation = await make_conversation(store, session, hf)
-    hf.add_faults(fakehf.loading())
-    with pytest.raises(ModelLoading):
+    hf.add_faults(fakehf.unauthorized())
+    hf.token = "another-token"
+    with pytest.raises(Unauthorized):
         await conversation.answer(prompt("hello"))
     assert await store.history(1) == []
 

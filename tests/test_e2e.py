@@ -1,122 +1,20 @@
-"""End to end: the real bot (HFCord, its cogs, its store) against a loopback Discord and HF.
-
-The bot is composed exactly as `python -m bot` composes it (`bot.__main__.services`); only
-the Discord and Hugging Face hosts are loopback stand-ins. Every wait is on an event.
-"""
+"""End to end: the real bot (HFCord, its cogs, its store) against a loopback Discord and HF."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 
-from bot.__main__ import services
 from bot.client import HFCord
-from bot.config import Settings
 from bot.render import fences_balanced, split_message
 from tests import fakehf
 from tests.conftest import TEST_TOKEN
-from tests.fakediscord import Channel, DiscordEmulator, Guild, Limit, Message, User
-
-MANAGE_MESSAGES = 1 << 13
-EPHEMERAL = 1 << 6
-WINDOW = 1.0  # a shorter rate-limit window than Discord's 5 s keeps bursts fast
-
-
-@dataclass
-class World:
-    """A Discord server with people, two HF endpoints, and a database path."""
-
-    emu: DiscordEmulator
-    hf: fakehf.FakeHF
-    unlearning: fakehf.FakeHF
-    db: Path
-    guild: Guild
-    general: Channel
-    random: Channel
-    alice: User
-    bob: User
-    mod: User
-    robot: User
-    env: dict[str, str] = field(default_factory=dict)
-
-    def settings(self, **extra: str) -> Settings:
-        env = {
-            "DISCORD_TOKEN": self.emu.bot_user.token or "",
-            "HUGGINGFACE_API_TOKEN": TEST_TOKEN,
-            "HUGGINGFACE_ENDPOINT": self.hf.url,
-            "HUGGINGFACE_ENDPOINT_UNLEARNING": self.unlearning.url,
-            "DATABASE_PATH": str(self.db),
-            "HF_TIMEOUT_SECONDS": "5",
-            **self.env,
-            **extra,
-        }
-        return Settings.from_env(env)
-
-    async def ask(self, channel: Channel, author: User, text: str, **kw: Any) -> Message:
-        """Mention the bot and wait for its (first) reply."""
-        await self.emu.user_message(channel, author, text, mention_bot=True, **kw)
-        return await self.emu.wait_for_bot_message(channel)
-
-    def last_request(self, hf: fakehf.FakeHF | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = (hf or self.hf).requests_to(fakehf.CHAT)[-1].json
-        return body
-
-
-@contextlib.asynccontextmanager
-async def running(world: World, *, force_sync: bool = False, **env: str) -> AsyncIterator[HFCord]:
-    """Start the production composition against the loopback hosts; stop it afterwards."""
-    settings = world.settings(**env)
-    sessions = sum(s.ready for s in world.emu.sessions) + 1
-    async with services(settings, force_sync=force_sync, guild_ready_timeout=0.05) as bot:
-        await bot.login(settings.discord_token or "")
-        task = asyncio.create_task(bot.connect(reconnect=False))
-        try:
-            await asyncio.wait_for(bot.wait_until_ready(), 5)
-            await world.emu.wait_until_ready(sessions=sessions)
-            yield bot
-        finally:
-            await bot.close()
-            await asyncio.wait_for(task, 5)
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    limits = {"message_create": Limit(5, WINDOW), "message_edit": Limit(5, WINDOW)}
-    async with (
-        DiscordEmulator(rate_limits=limits) as emu,
-        fakehf.FakeHF(reply="Hello from Llama.", token=TEST_TOKEN) as hf,
-        fakehf.FakeHF(reply="Hello from Unlearning.", token=TEST_TOKEN) as unlearning,
-    ):
-        emu.patch_discord()
-        guild = emu.add_guild("hf")
-        general = emu.add_text_channel(guild, "general")
-        random = emu.add_text_channel(guild, "random")
-        alice, bob = emu.add_user("alice"), emu.add_user("bob")
-        mod, robot = emu.add_user("mod"), emu.add_user("robot", bot=True)
-        for user in (alice, bob, robot):
-            emu.add_member(guild, user)
-        emu.add_member(guild, mod, permissions=MANAGE_MESSAGES)
-        yield World(
-            emu, hf, unlearning, tmp_path / "e2e.sqlite3", guild, general, random, alice, bob,
-            mod, robot,
-        )  # fmt: skip
-        assert emu.unknown_routes == []
-        assert emu.rate_limited == [], "the bot tripped Discord's rate limits"
-
-
-@pytest.fixture
-async def bot(world: World) -> AsyncIterator[HFCord]:
-    async with running(world) as bot:
-        yield bot
-
+from tests.e2e import EPHEMERAL, MANAGE_MESSAGES, World, running
 
 # --- chat -------------------------------------------------------------------------------
 
@@ -199,7 +97,8 @@ async def test_empty_mention_and_attachment_only(world: World, bot: HFCord) -> N
         world.general, world.alice, "", mention_bot=True, attachments=["photo.png"]
     )
     note = await world.emu.wait_for_bot_message(world.general)
-    assert "only read the text" in note.content
+    assert "no text in your message" in note.content
+    assert "skipped photo.png: I can only read text files" in note.content
     assert world.hf.requests == []
 
 
@@ -269,18 +168,6 @@ async def test_a_slow_channel_does_not_hold_up_another(world: World, bot: HFCord
     assert fast.content == "done" and world.emu.bot_messages(world.general) == []
     release.set()
     assert (await world.emu.wait_for_bot_message(world.general)).content == "done"
-
-
-async def test_cold_endpoint_gets_a_clear_message_and_records_nothing(
-    world: World, bot: HFCord
-) -> None:
-    world.hf.add_faults(fakehf.loading(estimated_time=30))
-    note = await world.ask(world.general, world.alice, "are you awake?")
-    assert "Llama 3.2 3B Instruct" in note.content and "starting up" in note.content
-    assert await bot.store.history(world.general.id) == []
-    reply = await world.ask(world.general, world.alice, "now?")
-    assert reply.content == "Hello from Llama."
-    assert [m["content"] for m in world.last_request()["messages"][1:]] == ["now?"]
 
 
 async def test_token_never_reaches_discord(world: World, bot: HFCord) -> None:

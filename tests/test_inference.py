@@ -1,5 +1,6 @@
 """Model calls: both API styles, response shapes, stop sequences and every failure."""
 
+import asyncio
 import re
 from dataclasses import replace
 
@@ -14,10 +15,12 @@ from bot.inference import (
     EmptyAnswer,
     EndpointError,
     InferenceClient,
+    InferenceError,
     ModelLoading,
     ModelNotFound,
     NotConfigured,
     RateLimited,
+    RetryPolicy,
     Timeout,
     Unauthorized,
     Unreachable,
@@ -25,13 +28,14 @@ from bot.inference import (
     chat_url,
     parse_text,
     probe,
+    retry_delay,
     strip_reasoning,
     strip_stops,
     text_payload,
     text_prompt,
 )
 from tests import fakehf
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, Sleeps
 
 MESSAGES: list[ChatMessage] = [
     {"role": "system", "content": "Be nice."},
@@ -47,6 +51,12 @@ def chat_model(url: str) -> ModelSpec:
 
 def text_model(url: str) -> ModelSpec:
     return ModelSpec("t", "Model T", "owner/t", url, "text")
+
+
+@pytest.fixture
+def once(session: aiohttp.ClientSession) -> InferenceClient:
+    """A client that makes a single attempt per call, to see each error as it comes."""
+    return InferenceClient(session, TEST_TOKEN, timeout=2.0, retry=RetryPolicy(max_attempts=1))
 
 
 @pytest.fixture
@@ -182,14 +192,14 @@ async def test_no_endpoint(client: InferenceClient) -> None:
 )
 async def test_errors_are_typed_and_safe(
     hf: fakehf.FakeHF,
-    client: InferenceClient,
+    once: InferenceClient,
     fault: fakehf.Fault,
     error: type[Exception],
     words: str,
 ) -> None:
     hf.add_faults(fault)
     with pytest.raises(error) as caught:
-        await client.complete(chat_model(hf.url), MESSAGES)
+        await once.complete(chat_model(hf.url), MESSAGES)
     message = str(caught.value)
     assert words in message
     assert "**Model M**" in message  # names the model
@@ -197,13 +207,13 @@ async def test_errors_are_typed_and_safe(
     assert "<html" not in message
 
 
-async def test_rate_limit_and_loading_details(hf: fakehf.FakeHF, client: InferenceClient) -> None:
+async def test_rate_limit_and_loading_details(hf: fakehf.FakeHF, once: InferenceClient) -> None:
     hf.add_faults(fakehf.overloaded(retry_after=3), fakehf.loading(estimated_time=42.0))
     with pytest.raises(RateLimited) as limited:
-        await client.complete(chat_model(hf.url), MESSAGES)
+        await once.complete(chat_model(hf.url), MESSAGES)
     assert limited.value.retry_after == 3.0 and limited.value.status == 429
     with pytest.raises(ModelLoading) as loading:
-        await client.complete(chat_model(hf.url), MESSAGES)
+        await once.complete(chat_model(hf.url), MESSAGES)
     assert loading.value.eta == 42.0 and loading.value.status == 503
 
 
@@ -225,24 +235,27 @@ async def test_echoed_token_never_reaches_the_message(
 
 async def test_timeout(hf: fakehf.FakeHF, session: aiohttp.ClientSession) -> None:
     hf.add_faults(fakehf.hang())
-    quick = InferenceClient(session, TEST_TOKEN, timeout=0.2)
+    quick = InferenceClient(session, TEST_TOKEN, timeout=0.2, retry=RetryPolicy(max_attempts=1))
     with pytest.raises(Timeout, match="too long"):
         await quick.complete(chat_model(hf.url), MESSAGES)
 
 
-async def test_connection_refused(client: InferenceClient) -> None:
+async def test_connection_refused(client: InferenceClient, sleeps: Sleeps) -> None:
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     with pytest.raises(Unreachable, match="could not be reached"):
         await client.complete(chat_model("http://127.0.0.1:9"), MESSAGES)
+    # Retried with growing waits, then gave up once the next wait would pass the deadline.
+    assert len(sleeps.delays) >= 3
 
 
-async def test_dropped_connection(hf: fakehf.FakeHF, client: InferenceClient) -> None:
+async def test_dropped_connection(hf: fakehf.FakeHF, once: InferenceClient) -> None:
     hf.add_faults(fakehf.drop())
     with pytest.raises(Unreachable):
-        await client.complete(chat_model(hf.url), MESSAGES)
+        await once.complete(chat_model(hf.url), MESSAGES)
 
 
-async def test_with_aioresponses_statuses(client: InferenceClient) -> None:
+async def test_with_aioresponses_statuses(once: InferenceClient) -> None:
+    client = once
     url = "https://endpoint.example/v1/chat/completions"
     with aioresponses() as mocked:
         mocked.post(url, status=503, payload={"error": "loading", "estimated_time": 5})
@@ -288,3 +301,107 @@ async def test_probe_classifies(hf: fakehf.FakeHF, client: InferenceClient) -> N
         result = await probe(client, text_model("https://e.example"))
     assert result.status == "wrong API style" and "api = 'chat'" in result.hint
     assert not re.search(TEST_TOKEN, result.hint)
+
+
+# --- retries ----------------------------------------------------------------------------
+
+
+async def test_cold_start_is_retried_until_it_answers(
+    hf: fakehf.FakeHF, client: InferenceClient, sleeps: Sleeps
+) -> None:
+    hf.add_faults(fakehf.loading(estimated_time=5.0), fakehf.bad_gateway())
+    seen: list[tuple[str, int]] = []
+
+    async def on_retry(error: Exception, attempt: int, delay: float) -> None:
+        seen.append((type(error).__name__, attempt))
+
+    completion = await client.complete(chat_model(hf.url), MESSAGES, on_retry=on_retry)
+    assert completion.text == "Fine, thanks." and completion.retries == 2
+    assert seen == [("ModelLoading", 1), ("ModelLoading", 2)]
+    assert 5.0 <= sleeps.delays[0] <= 5.5  # the body's estimated_time, plus jitter
+    assert 0.5 <= sleeps.delays[1] <= 2.0  # exponential back-off (no hint in an HTML 502)
+    assert len(hf.requests) == 3
+
+
+async def test_retry_after_is_honoured(
+    hf: fakehf.FakeHF, client: InferenceClient, sleeps: Sleeps
+) -> None:
+    hf.add_faults(fakehf.overloaded(retry_after=3))
+    assert (await client.complete(chat_model(hf.url), MESSAGES)).retries == 1
+    assert 3.0 <= sleeps.delays[0] <= 3.3
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        fakehf.status(500, json={"error": "boom"}),
+        fakehf.unauthorized(),
+        fakehf.status(422, json={"error": "bad", "error_type": "validation"}),
+        fakehf.bad_json(),
+    ],
+)
+async def test_other_failures_are_not_retried(
+    hf: fakehf.FakeHF, client: InferenceClient, sleeps: Sleeps, fault: fakehf.Fault
+) -> None:
+    hf.add_faults(fault)
+    with pytest.raises(InferenceError):
+        await client.complete(chat_model(hf.url), MESSAGES)
+    assert len(hf.requests) == 1 and sleeps.delays == []
+
+
+async def test_gives_up_when_the_wait_would_pass_the_deadline(
+    hf: fakehf.FakeHF, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    client = InferenceClient(session, TEST_TOKEN, retry=RetryPolicy(deadline=10), sleep=sleeps)
+    hf.add_faults(fakehf.loading(estimated_time=60))
+    with pytest.raises(ModelLoading):
+        await client.complete(chat_model(hf.url), MESSAGES)
+    assert sleeps.delays == [] and len(hf.requests) == 1
+
+
+async def test_hanging_endpoint_is_retried_then_times_out(
+    hf: fakehf.FakeHF, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    client = InferenceClient(
+        session,
+        TEST_TOKEN,
+        timeout=0.2,
+        retry=RetryPolicy(deadline=2.0),
+        sleep=sleeps,
+        rand=lambda: 0.0,
+    )
+    hf.add_faults(*[fakehf.hang()] * 5)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Timeout):
+        await client.complete(chat_model(hf.url), MESSAGES)
+    assert asyncio.get_running_loop().time() - started < 2.0  # bounded by the deadline
+    # Waits of 0.5 s and 1 s fit in what was left of the deadline; 2 s would not.
+    assert sleeps.delays == [0.5, 1.0] and len(hf.requests) == 3
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(base_delay=1, max_delay=8)
+    error = Unreachable("m")
+    low = [retry_delay(error, n, policy, lambda: 0.0) for n in range(1, 7)]
+    high = [retry_delay(error, n, policy, lambda: 1.0) for n in range(1, 7)]
+    assert low == [0.5, 1, 2, 4, 4, 4]
+    assert high == [1, 2, 4, 8, 8, 8]
+
+
+async def test_concurrency_is_capped_per_endpoint(
+    hf: fakehf.FakeHF, session: aiohttp.ClientSession
+) -> None:
+    client = InferenceClient(session, TEST_TOKEN, max_concurrency=2)
+    release = asyncio.Event()
+
+    async def responder(body: dict) -> str:
+        await release.wait()
+        return "ok"
+
+    hf.responder = responder
+    calls = [asyncio.create_task(client.complete(chat_model(hf.url), MESSAGES)) for _ in range(6)]
+    await hf.wait_for_requests(2)
+    assert hf.in_flight == 2  # the other four wait for a slot, not on the endpoint
+    release.set()
+    assert [c.text for c in await asyncio.gather(*calls)] == ["ok"] * 6
+    assert hf.max_in_flight == 2

@@ -78,6 +78,7 @@ class DiscordEmulator:
         self._dms: dict[int, Channel] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._runner: web.AppRunner | None = None
+        self.files: dict[int, bytes] = {}  # attachment id -> bytes served by the fake CDN
         self._undo_patch: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class DiscordEmulator:
         """Serve on 127.0.0.1 on a free port."""
         app = web.Application()
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         RestApi(self).register(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_route)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -520,8 +522,15 @@ class DiscordEmulator:
                 waiter.set_result(None)
 
     def _attachment(self, channel: Channel, file: Json) -> Json:
-        """Attachment object for uploaded file metadata."""
+        """Attachment object for uploaded file metadata; `data` (bytes or str) is served."""
         att_id = snowflake()
+        file = dict(file)
+        data = file.pop("data", None)
+        if isinstance(data, str):
+            data = data.encode()
+        if data is not None:
+            self.files[att_id] = data
+            file.setdefault("size", len(data))
         name = file.get("filename", "file.bin")
         url = f"http://127.0.0.1:{self.port}/attachments/{channel.id}/{att_id}/{name}"
         return {
@@ -533,6 +542,13 @@ class DiscordEmulator:
             "url": url,
             "proxy_url": url,
         }
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        """Attachment downloads, like Discord's CDN (no authentication; 404 when unknown)."""
+        data = self.files.get(int(request.match_info["id"]))
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _new_message(
         self,
@@ -601,6 +617,10 @@ class DiscordEmulator:
                 0, msg.payload(guild=self.guilds.get(msg.channel.guild_id or 0)), event
             )
         self._changed()
+
+    async def delete_message(self, msg: Message) -> None:
+        """Delete a message as its author or a moderator would (MESSAGE_DELETE follows)."""
+        await self._delete(msg)
 
     async def _delete(self, msg: Message) -> None:
         """Mark deleted and dispatch MESSAGE_DELETE."""

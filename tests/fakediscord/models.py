@@ -282,8 +282,13 @@ class Message:
             if self.channel.guild_id is not None:
                 data["message_reference"]["guild_id"] = str(self.channel.guild_id)
             # Discord nests one level only: the referenced message carries no reference of its own.
-            data["referenced_message"] = self.referenced.payload()
-            data["referenced_message"].pop("referenced_message", None)
+            # A deleted target arrives as null, which discord.py resolves to a
+            # DeletedReferencedMessage.
+            if self.referenced.deleted:
+                data["referenced_message"] = None
+            else:
+                data["referenced_message"] = self.referenced.payload()
+                data["referenced_message"].pop("referenced_message", None)
         if guild is not None:
             data["guild_id"] = str(guild.id)
             member = guild.members.get(self.author.id)
