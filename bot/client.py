@@ -19,8 +19,8 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.chat", "cogs.models", "cogs.reset")
-# How long shutdown waits for answers in progress before closing the connection.
-SHUTDOWN_GRACE = 10.0
+# How long shutdown waits for answers in progress before cancelling them.
+SHUTDOWN_GRACE = 5.0
 SYNC_HASH_KEY = "commands_hash"
 
 
@@ -70,7 +70,11 @@ class HFCord(commands.Bot):
         await self.sync_commands(force=self.force_sync)
 
     async def close(self) -> None:
-        """Stop taking new messages, let answers in progress finish, then disconnect."""
+        """Stop taking new messages, let answers in progress finish, then disconnect.
+
+        The gateway stays open while turns drain (closing it would make discord.py
+        reconnect); messages that arrive meanwhile are ignored, as after a disconnect.
+        """
         if not self.closing:
             self.closing = True
             await self.conversation.drain(SHUTDOWN_GRACE)

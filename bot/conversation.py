@@ -15,6 +15,8 @@ from bot.store import NewMessage, Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
+# How long cancelled turns get to unwind at shutdown.
+CANCEL_GRACE = 2.0
 # A new message always gets at least this much room, however long the system prompt.
 MIN_PROMPT_ROOM = 1000
 
@@ -104,6 +106,7 @@ class Conversation:
         self._idle.set()
         # Turns running or waiting, per channel; only channels with some are kept.
         self._pending: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
 
     @contextlib.asynccontextmanager
     async def turn(self, channel_id: int) -> AsyncIterator[None]:
@@ -114,10 +117,15 @@ class Conversation:
         self._pending[channel_id] = pending + 1
         self._active += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             async with self.lock(channel_id):
                 yield
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -128,13 +136,21 @@ class Conversation:
                 del self._pending[channel_id]
 
     async def drain(self, grace: float) -> bool:
-        """Wait up to grace seconds for turns in progress; False if some were still running."""
+        """Wait up to grace seconds for turns in progress, then cancel the rest.
+
+        Returns True when every turn finished on its own. A cancelled turn records nothing.
+        """
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
+            return True
         except TimeoutError:
-            log.warning("%d turn(s) still running at shutdown", self._active)
-            return False
-        return True
+            pass
+        log.warning("Cancelling %d turn(s) still running at shutdown", len(self._tasks))
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), CANCEL_GRACE)
+        return False
 
     def lock(self, channel_id: int) -> asyncio.Lock:
         """The lock that serialises turns in one channel."""
