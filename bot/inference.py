@@ -75,6 +75,8 @@ class InferenceError(Exception):
         self.model = model
         self.detail = detail
         self.status = status
+        # The catalogue name, for log lines; set by InferenceClient.complete.
+        self.model_name: str | None = None
         super().__init__(self.user_message())
 
     def user_message(self) -> str:
@@ -400,6 +402,15 @@ class InferenceClient:
         Gives up with the last error once the policy's deadline would pass; on_retry is
         awaited before each wait (the chat cog uses it to say a model is warming up).
         """
+        try:
+            return await self._complete(spec, messages, on_retry)
+        except InferenceError as error:
+            error.model_name = spec.name
+            raise
+
+    async def _complete(
+        self, spec: ModelSpec, messages: Sequence[ChatMessage], on_retry: RetryHook | None
+    ) -> Completion:
         if not spec.endpoint:
             raise NotConfigured(spec.label)
         started = time.monotonic()

@@ -214,6 +214,7 @@ class Chat(commands.Cog):
             return
         except InferenceError as error:
             report.outcome = type(error).__name__
+            report.model = error.model_name or report.model
             log.warning(
                 "Model call in channel %d failed: %s (HTTP %s)",
                 prompt.channel_id,

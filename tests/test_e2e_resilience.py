@@ -256,3 +256,43 @@ async def test_reply_to_a_deleted_message_does_not_crash(world: World, bot: HFCo
     await world.emu.user_message(world.general, world.alice, "about that", reply_to=first)
     reply = await world.ask(world.general, world.alice, "still there?")
     assert reply.content == "Hello from Llama."
+
+
+async def test_channel_deleted_mid_turn_is_logged_and_survived(
+    world: World, bot: HFCord, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+
+    async def responder(body: dict[str, Any]) -> str:
+        if body["messages"][-1]["content"] == "in a doomed channel":
+            await release.wait()
+        return "ok"
+
+    world.hf.responder = responder
+    await world.emu.user_message(world.random, world.alice, "in a doomed channel", mention_bot=True)
+    await world.hf.wait_for_requests(1)
+    del world.emu.channels[world.random.id]  # deleted while the model was thinking
+    release.set()
+    assert (await world.ask(world.general, world.alice, "still here?")).content == "ok"
+    await settle(bot)
+    assert await bot.store.history(world.random.id) == []  # nobody saw it: not recorded
+    gone = [r.getMessage() for r in caplog.records if "Cannot post" in r.getMessage()]
+    assert len(gone) == 1 and "the channel is gone" in gone[0]
+
+
+async def test_one_log_line_per_turn_without_content(
+    world: World, bot: HFCord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    world.hf.add_faults(fakehf.loading(None))
+    await world.ask(world.general, world.alice, "private words")
+    await settle(bot)
+    world.hf.add_faults(fakehf.unauthorized())
+    await world.ask(world.general, world.alice, "more private words")
+    await settle(bot)
+    turns = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Turn ")]
+    assert len(turns) == 2
+    assert f"channel={world.general.id} model=llama-3.2-3b outcome=ok retries=1" in turns[0]
+    assert "prompt_chars=13 reply_chars=17" in turns[0]
+    assert "model=llama-3.2-3b outcome=Unauthorized retries=0" in turns[1]
+    assert not any("private" in r.getMessage() for r in caplog.records)
