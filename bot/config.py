@@ -74,6 +74,11 @@ class ModelSpec:
     api: ApiStyle = "chat"
     parameters: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_PARAMETERS)
     description: str = ""
+    stream: bool | None = None  # None: follow the STREAMING setting
+
+    def streams(self, default: bool) -> bool:
+        """Whether answers from this model are streamed, given the global setting."""
+        return default if self.stream is None else self.stream
 
     @property
     def endpoint_host(self) -> str:
@@ -130,6 +135,7 @@ class Settings:
     user_rate: int = DEFAULT_USER_RATE
     user_rate_per_server: bool = False
     attachment_bytes: int = DEFAULT_ATTACHMENT_BYTES
+    streaming: bool = True
     log_level: str = "INFO"
     sync_guild_id: int | None = None
     message_content_intent: bool = False
@@ -199,6 +205,7 @@ class Settings:
                 problems.append(f"DISCORD_GUILD_ID must be a numeric server id, got {guild!r}.")
 
         content_intent = _bool(env, "DISCORD_MESSAGE_CONTENT_INTENT", problems)
+        streaming = _bool(env, "STREAMING", problems, default=True)
         log_level = (_clean(env.get("LOG_LEVEL")) or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}.")
@@ -221,6 +228,7 @@ class Settings:
             user_rate=user_rate,
             user_rate_per_server=per_server,
             attachment_bytes=attachment_bytes,
+            streaming=streaming,
             log_level=log_level,
             sync_guild_id=sync_guild_id,
             message_content_intent=content_intent,
@@ -234,12 +242,13 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def _bool(env: Mapping[str, str], key: str, problems: list[str]) -> bool:
-    raw = (_clean(env.get(key)) or "false").lower()
+def _bool(env: Mapping[str, str], key: str, problems: list[str], *, default: bool = False) -> bool:
+    raw = (_clean(env.get(key)) or str(default)).lower()
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw not in ("0", "false", "no", "off"):
         problems.append(f"{key} must be true or false, got {raw!r}.")
+        return default
     return False
 
 
@@ -363,7 +372,16 @@ def _merge_models_file(
     return merged
 
 
-_ENTRY_KEYS = {"name", "label", "hub_id", "endpoint", "api", "parameters", "description"}
+_ENTRY_KEYS = {
+    "name",
+    "label",
+    "hub_id",
+    "endpoint",
+    "api",
+    "parameters",
+    "description",
+    "stream",
+}
 
 
 def _spec_from_entry(
@@ -382,6 +400,9 @@ def _spec_from_entry(
         if key in entry and not isinstance(entry[key], str):
             problems.append(f"{where}: {key} must be a string.")
             return None
+    if "stream" in entry and not isinstance(entry["stream"], bool):
+        problems.append(f"{where}: stream must be true or false.")
+        return None
     parameters = entry.get("parameters", {})
     if not isinstance(parameters, dict):
         problems.append(f"{where}: parameters must be a table.")
@@ -401,4 +422,5 @@ def _spec_from_entry(
         api=entry.get("api", base.api),
         parameters=MappingProxyType({**base.parameters, **parameters}),
         description=entry.get("description", base.description),
+        stream=entry.get("stream", base.stream),
     )

@@ -175,13 +175,18 @@ class Conversation:
         """How many characters a new message may have: the budget less the system prompt."""
         return max(MIN_PROMPT_ROOM, self.settings.history_chars - len(self.settings.system_prompt))
 
-    async def answer(self, prompt: Prompt, *, on_retry: RetryHook | None = None) -> Answer:
-        """Ask the channel's model; raises InferenceError, records nothing."""
+    async def context_for(self, prompt: Prompt) -> tuple[ModelSpec, list[ChatMessage]]:
+        """The channel's model and the messages to send it for this prompt."""
         spec = await self.model_for(prompt.channel_id)
         history = await self.store.context(prompt.channel_id, self.settings.history_messages)
         messages = build_messages(
             self.settings.system_prompt, history, prompt, max_chars=self.settings.history_chars
         )
+        return spec, messages
+
+    async def answer(self, prompt: Prompt, *, on_retry: RetryHook | None = None) -> Answer:
+        """Ask the channel's model; raises InferenceError, records nothing."""
+        spec, messages = await self.context_for(prompt)
         completion = await self.inference.complete(spec, messages, on_retry=on_retry)
         return Answer(prompt, spec, completion, context_size=len(messages))
 

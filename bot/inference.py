@@ -7,21 +7,32 @@ it names the model and what to do, and never carries a token or a raw response b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal, TypedDict
+from typing import Any, ClassVar, Literal, TypedDict, TypeVar
 
 import aiohttp
 
 from bot.config import ModelSpec
+from bot.streaming import (
+    Piece,
+    StopFilter,
+    StreamFailed,
+    ThinkFilter,
+    chat_event,
+    sse_data,
+    text_event,
+)
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ChatRole = Literal["system", "user", "assistant"]
 
 # The old app's prompt format; the model must not write the next user turn itself.
@@ -172,6 +183,13 @@ class Timeout(InferenceError):
     hint = "Try again in a moment."
 
 
+class StreamInterrupted(InferenceError):
+    """A streamed answer broke off after it had started."""
+
+    what = "stopped answering midway"
+    hint = "The answer is incomplete; ask again to get a whole one."
+
+
 class Unreachable(InferenceError):
     """The endpoint could not be connected to."""
 
@@ -268,6 +286,17 @@ def parse_text(data: Any, stops: Sequence[str]) -> str:
     return strip_stops(text, stops)
 
 
+def redact(message: str, secrets: Sequence[str] = ()) -> str:
+    """An endpoint's message made safe to show: no secrets, one line, short."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    message = _CREDENTIAL.sub("[redacted]", " ".join(message.split()))
+    if len(message) > MAX_DETAIL:
+        message = message[: MAX_DETAIL - 1] + "…"
+    return message
+
+
 def error_detail(body: bytes, secrets: Sequence[str] = ()) -> str:
     """The endpoint's own error message, if it gave one in JSON, short and redacted."""
     try:
@@ -277,16 +306,7 @@ def error_detail(body: bytes, secrets: Sequence[str] = ()) -> str:
     found: Any = data.get("error") if isinstance(data, dict) else None
     if isinstance(found, dict):
         found = found.get("message")
-    if not isinstance(found, str):
-        return ""
-    message = found
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
-    message = _CREDENTIAL.sub("[redacted]", " ".join(message.split()))
-    if len(message) > MAX_DETAIL:
-        message = message[: MAX_DETAIL - 1] + "…"
-    return message
+    return redact(found, secrets) if isinstance(found, str) else ""
 
 
 def _seconds(value: Any) -> float | None:
@@ -402,48 +422,87 @@ class InferenceClient:
         Gives up with the last error once the policy's deadline would pass; on_retry is
         awaited before each wait (the chat cog uses it to say a model is warming up).
         """
-        try:
-            return await self._complete(spec, messages, on_retry)
-        except InferenceError as error:
-            error.model_name = spec.name
-            raise
-
-    async def _complete(
-        self, spec: ModelSpec, messages: Sequence[ChatMessage], on_retry: RetryHook | None
-    ) -> Completion:
-        if not spec.endpoint:
-            raise NotConfigured(spec.label)
         started = time.monotonic()
-        deadline = started + self.retry.deadline
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                text, usage = await self._attempt(spec, messages, deadline)
-                break
-            except RETRYABLE as error:
-                delay = retry_delay(error, attempt, self.retry, self._rand)
-                if attempt >= self.retry.max_attempts or time.monotonic() + delay >= deadline:
-                    raise
-                log.info(
-                    "Model %s: %s (HTTP %s); retry %d in %.1f s",
-                    spec.name,
-                    type(error).__name__,
-                    error.status,
-                    attempt,
-                    delay,
-                )
-                if on_retry is not None:
-                    await on_retry(error, attempt, delay)
-                await self._sleep(delay)
+        with _named(spec):
+            (text, usage), attempts = await self._retrying(
+                spec, lambda deadline: self._attempt(spec, messages, deadline), on_retry
+            )
         return Completion(
             text=text,
             model=spec.name,
             latency=time.monotonic() - started,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
-            retries=attempt - 1,
+            retries=attempts - 1,
         )
+
+    async def stream(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        *,
+        on_retry: RetryHook | None = None,
+    ) -> AsyncIterator[Piece]:
+        """Stream the next assistant message as answer text and reasoning pieces.
+
+        Opening the stream is retried like `complete`; once it is open nothing is retried
+        (the user may already see part of the answer): a failure raises StreamInterrupted.
+        The endpoint's concurrency slot is held until the stream ends.
+        """
+        with _named(spec):
+            (response, slot), _ = await self._retrying(
+                spec, lambda deadline: self._open_stream(spec, messages, deadline), on_retry
+            )
+            try:
+                async for piece in self._pieces(spec, response):
+                    yield piece
+            finally:
+                response.release()
+                slot.release()
+
+    async def _retrying(
+        self,
+        spec: ModelSpec,
+        attempt: Callable[[float], Awaitable[T]],
+        on_retry: RetryHook | None,
+    ) -> tuple[T, int]:
+        """Call attempt(deadline) until it succeeds or the policy gives up; count attempts."""
+        if not spec.endpoint:
+            raise NotConfigured(spec.label)
+        deadline = time.monotonic() + self.retry.deadline
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await attempt(deadline), attempts
+            except RETRYABLE as error:
+                delay = retry_delay(error, attempts, self.retry, self._rand)
+                if attempts >= self.retry.max_attempts or time.monotonic() + delay >= deadline:
+                    raise
+                log.info(
+                    "Model %s: %s (HTTP %s); retry %d in %.1f s",
+                    spec.name,
+                    type(error).__name__,
+                    error.status,
+                    attempts,
+                    delay,
+                )
+                if on_retry is not None:
+                    await on_retry(error, attempts, delay)
+                await self._sleep(delay)
+
+    def _request(
+        self, spec: ModelSpec, messages: Sequence[ChatMessage], *, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        assert spec.endpoint
+        if spec.api == "chat":
+            payload = chat_payload(spec, messages)
+            if stream:
+                payload["stream"] = True
+            return chat_url(spec.endpoint), payload
+        if stream:
+            return spec.endpoint.rstrip("/") + "/generate_stream", text_payload(spec, messages)
+        return spec.endpoint, text_payload(spec, messages)
 
     async def _attempt(
         self, spec: ModelSpec, messages: Sequence[ChatMessage], deadline: float
@@ -451,28 +510,89 @@ class InferenceClient:
         """One request, within the endpoint's concurrency cap and the reply's deadline."""
         assert spec.endpoint
         remaining = deadline - time.monotonic()
-        timeout = min(self.timeout, remaining)
+        url, payload = self._request(spec, messages, stream=False)
         try:
-            async with asyncio.timeout(remaining):
-                async with self._slot(spec.endpoint):
-                    if spec.api == "chat":
-                        url, payload = chat_url(spec.endpoint), chat_payload(spec, messages)
-                    else:
-                        url, payload = spec.endpoint, text_payload(spec, messages)
-                    data = await self._post(spec, url, payload, timeout)
+            async with asyncio.timeout(remaining), self._slot(spec.endpoint):
+                data = await self._post(spec, url, payload, min(self.timeout, remaining))
         except TimeoutError:
             # Waiting for a free slot ate the rest of the deadline.
             raise Timeout(spec.label, f"no answer in {self.retry.deadline:g} s") from None
-        if spec.api == "chat":
-            text, usage = parse_chat(data, spec.label)
-        else:
-            if isinstance(data, dict) and "choices" in data:
-                raise WrongApiStyle(spec.label, "a chat answer to a text request")
-            text, usage = parse_text(data, text_stops(spec)), {}
-        text = strip_reasoning(text).strip()
-        if not text:
+        return answer_text(spec, data)
+
+    async def _open_stream(
+        self, spec: ModelSpec, messages: Sequence[ChatMessage], deadline: float
+    ) -> tuple[aiohttp.ClientResponse, asyncio.Semaphore]:
+        """Start a streamed request: the response once its status is 200, and its slot."""
+        assert spec.endpoint
+        url, payload = self._request(spec, messages, stream=True)
+        slot = self._slot(spec.endpoint)
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                await slot.acquire()
+        except TimeoutError:
+            raise Timeout(spec.label, f"no answer in {self.retry.deadline:g} s") from None
+        # Between events the endpoint may pause, but never for longer than one request may take.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=remaining, sock_read=self.timeout)
+        try:
+            response = await self._session.post(
+                url, json=payload, headers=self._headers(), timeout=timeout
+            )
+            if response.status >= 400:
+                body = await response.read()
+                response.release()
+                raise error_for_status(
+                    spec.label, response.status, body, response.headers, [self._token or ""]
+                )
+        except BaseException as exc:
+            slot.release()
+            if isinstance(exc, TimeoutError):
+                raise Timeout(spec.label, f"no answer in {self.timeout:.3g} s") from None
+            if isinstance(exc, aiohttp.ClientError):
+                raise Unreachable(spec.label) from None
+            raise
+        return response, slot
+
+    async def _pieces(
+        self, spec: ModelSpec, response: aiohttp.ClientResponse
+    ) -> AsyncIterator[Piece]:
+        """The filtered pieces of an open stream (or of a plain JSON answer to it)."""
+        if not response.content_type.startswith("text/event-stream"):
+            # The server ignored "stream": take its whole answer as one piece.
+            data = _json_answer(spec, await response.read())
+            yield Piece("text", answer_text(spec, data)[0])
+            return
+        parse = chat_event if spec.api == "chat" else text_event
+        think = ThinkFilter()
+        stop = StopFilter(text_stops(spec) if spec.api == "text" else [])
+        shown = False
+        try:
+            async for raw in response.content:
+                data = sse_data(raw.decode("utf-8", "replace"))
+                if data is None:
+                    continue
+                pieces, done = parse(data)
+                for piece in _filtered(pieces, think, stop):
+                    shown = shown or piece.kind == "text"
+                    yield piece
+                if done or stop.stopped:
+                    break
+        except StreamFailed as failed:
+            detail = redact(failed.message, [self._token or ""]) or "an error"
+            raise StreamInterrupted(spec.label, detail, status=failed.status) from None
+        except TimeoutError:
+            raise StreamInterrupted(spec.label, f"no data for {self.timeout:.3g} s") from None
+        except aiohttp.ClientError:
+            raise StreamInterrupted(spec.label, "the connection was lost") from None
+        for piece in _filtered(think.flush(), None, stop):
+            shown = shown or piece.kind == "text"
+            yield piece
+        tail = stop.flush()
+        if tail:
+            shown = True
+            yield Piece("text", tail)
+        if not shown:
             raise EmptyAnswer(spec.label)
-        return text, usage
 
     async def _post(
         self, spec: ModelSpec, url: str, payload: dict[str, Any], seconds: float
@@ -497,12 +617,56 @@ class InferenceClient:
                 type(exc).__name__,
             )
             raise Unreachable(spec.label) from None
-        if _HTML.match(body[:100].decode("utf-8", "replace")):
-            raise EndpointError(spec.label, "an HTML page instead of an answer")
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise EndpointError(spec.label, "an answer that is not valid JSON") from None
+        return _json_answer(spec, body)
+
+
+def _json_answer(spec: ModelSpec, body: bytes) -> Any:
+    """A successful response body as JSON, or the error for an HTML page or broken JSON."""
+    if _HTML.match(body[:100].decode("utf-8", "replace")):
+        raise EndpointError(spec.label, "an HTML page instead of an answer")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise EndpointError(spec.label, "an answer that is not valid JSON") from None
+
+
+def answer_text(spec: ModelSpec, data: Any) -> tuple[str, dict[str, Any]]:
+    """The cleaned answer text and usage from a non-streamed response."""
+    if spec.api == "chat":
+        text, usage = parse_chat(data, spec.label)
+    else:
+        if isinstance(data, dict) and "choices" in data:
+            raise WrongApiStyle(spec.label, "a chat answer to a text request")
+        text, usage = parse_text(data, text_stops(spec)), {}
+    text = strip_reasoning(text).strip()
+    if not text:
+        raise EmptyAnswer(spec.label)
+    return text, usage
+
+
+def _filtered(pieces: list[Piece], think: ThinkFilter | None, stop: StopFilter) -> list[Piece]:
+    """Route streamed text through the think and stop filters; reasoning passes as is."""
+    out: list[Piece] = []
+    for piece in pieces:
+        parts = think.feed(piece.text) if think and piece.kind == "text" else [piece]
+        for part in parts:
+            if part.kind == "text":
+                text = stop.feed(part.text)
+                if text:
+                    out.append(Piece("text", text))
+            else:
+                out.append(part)
+    return out
+
+
+@contextlib.contextmanager
+def _named(spec: ModelSpec) -> Iterator[None]:
+    """Tag any InferenceError raised inside with the model's catalogue name, for logs."""
+    try:
+        yield
+    except InferenceError as error:
+        error.model_name = spec.name
+        raise
 
 
 ProbeStatus = Literal[

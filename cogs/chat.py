@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -13,8 +16,9 @@ from discord.ext import commands
 
 from bot.client import HFCord
 from bot.conversation import Answer, ChannelBusy, Prompt
-from bot.inference import InferenceError, ModelLoading
-from bot.render import clean_input, split_message, strip_mention, truncate
+from bot.inference import Completion, InferenceError, ModelLoading, StreamInterrupted
+from bot.render import DISCORD_LIMIT, clean_input, split_message, strip_mention, truncate
+from bot.streaming import Piece
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,12 @@ WARMING_NOTE = (
     "⏳ **{model}** is warming up: its endpoint was asleep and is starting, which can take "
     "a minute or two. Your answer will appear here."
 )
+THINKING_STATUS = "💭 Thinking…"
+# Shown at the end of a message while the answer is still being written.
+CURSOR = " ▌"
+# Seconds between edits of a growing message: Discord allows about 5 edits per 5 s per
+# channel, and discord.py waits on its bucket headers when an edit would exceed that.
+EDIT_INTERVAL = 1.0
 # The rate-limit notice removes itself: it should not clutter the channel.
 RATE_NOTE_LIFETIME = 15.0
 # Channels whose refusals were logged; forgotten wholesale past this size.
@@ -88,6 +98,11 @@ def readable_content(message: discord.Message, bot_id: int) -> str:
     text = _ROLE_MENTION.sub(lambda m: "@" + roles.get(int(m[1]), "role"), text)
     text = _CHANNEL_MENTION.sub(lambda m: "#" + channels.get(int(m[1]), "channel"), text)
     return clean_input(text)
+
+
+def with_notes(text: str, notes: list[str]) -> str:
+    """Text followed by notes in Discord's small print."""
+    return "\n".join([text, *(f"-# {note}" for note in notes)])
 
 
 def is_text_file(attachment: discord.Attachment) -> bool:
@@ -180,8 +195,7 @@ class Chat(commands.Cog):
         report.log()
 
     async def take_turn(self, message: discord.Message, report: TurnReport) -> None:
-        """Read the message, ask the model, post the answer, record the turn."""
-        assert self.bot.user is not None
+        """Read the message, ask the model, show the answer as it comes, record the turn."""
         text, notes = await self.read_message(message)
         if not text:
             report.outcome = "empty"
@@ -195,18 +209,27 @@ class Chat(commands.Cog):
             content=text,
         )
         report.prompt_chars = len(text)
-        notice: discord.Message | None = None
+        live = LiveReply(self, message)
 
         async def on_retry(error: InferenceError, attempt: int, delay: float) -> None:
-            nonlocal notice
             report.retries = attempt
-            if notice is None and isinstance(error, ModelLoading):
-                notice = await self.send(message, WARMING_NOTE.format(model=error.model))
+            if not live.started and isinstance(error, ModelLoading):
+                await live.show([WARMING_NOTE.format(model=error.model)])
 
         conversation = self.bot.conversation
+        started = time.monotonic()
         try:
             async with message.channel.typing():
-                answer = await conversation.answer(prompt, on_retry=on_retry)
+                spec, messages = await conversation.context_for(prompt)
+                report.model = spec.name
+                if spec.streams(self.bot.settings.streaming):
+                    pieces = self.bot.inference.stream(spec, messages, on_retry=on_retry)
+                    answer_text = await live.stream(pieces)
+                else:
+                    completion = await self.bot.inference.complete(
+                        spec, messages, on_retry=on_retry
+                    )
+                    answer_text = completion.text
         except discord.HTTPException as error:
             # Typing is refused where the bot may not post: don't call the model for nothing.
             report.outcome = "cannot-post"
@@ -214,29 +237,34 @@ class Chat(commands.Cog):
             return
         except InferenceError as error:
             report.outcome = type(error).__name__
-            report.model = error.model_name or report.model
             log.warning(
                 "Model call in channel %d failed: %s (HTTP %s)",
                 prompt.channel_id,
                 type(error).__name__,
                 error.status,
             )
-            await self.post(message, f"⚠️ {error}", replace=notice)
+            if isinstance(error, StreamInterrupted) and live.text.strip():
+                # The partial answer stays, marked; it is not recorded (see README).
+                report.reply_chars = len(live.text.strip())
+                cut = f"-# ⚠️ Cut off: {error.model} {error.what} ({error.detail})."
+                await live.show(live.render(with_notes(live.text, [cut[3:]]), final=True))
+            else:
+                await live.show([f"⚠️ {error}"])
             return
-        self.fill_report(report, answer)
-        reply_id = await self.post(message, answer.text, notes=notes, replace=notice)
-        if reply_id is None:
+        report.model_seconds = time.monotonic() - started
+        report.reply_chars = len(answer_text)
+        await live.show(live.render(with_notes(answer_text, notes), final=True))
+        if live.first_id is None:
             report.outcome = "not-posted"
             return
-        await conversation.record(answer, reply_id)
-
-    @staticmethod
-    def fill_report(report: TurnReport, answer: Answer) -> None:
-        """Copy an answer's figures into the turn's report."""
-        report.model = answer.model.name
-        report.retries = answer.completion.retries
-        report.reply_chars = len(answer.text)
-        report.model_seconds = answer.completion.latency
+        completion = Completion(
+            text=answer_text,
+            model=spec.name,
+            latency=report.model_seconds,
+            retries=report.retries,
+        )
+        answer = Answer(prompt, spec, completion, context_size=len(messages))
+        await conversation.record(answer, live.first_id)
 
     async def read_message(self, message: discord.Message) -> tuple[str, list[str]]:
         """The prompt text (with readable text files) and notes for the user about it."""
@@ -304,27 +332,13 @@ class Chat(commands.Cog):
         text: str,
         *,
         notes: list[str] | None = None,
-        replace: discord.Message | None = None,
         delete_after: float | None = None,
-    ) -> int | None:
-        """Reply with text split for Discord (replacing a notice if given); the first id."""
-        if notes:
-            text += "\n" + "\n".join(f"-# {note}" for note in notes)
-        chunks = split_message(text)
-        first: discord.Message | None = None
-        if replace is not None:
-            try:
-                first = await replace.edit(content=chunks[0], allowed_mentions=NO_PINGS)
-            except discord.HTTPException:
-                first = None  # the notice was deleted: post the answer afresh
-        if first is None:
-            first = await self.send(message, chunks[0], delete_after=delete_after)
-            if first is None:
-                return None
-        for chunk in chunks[1:]:
-            if await self.send(message, chunk, reply=False) is None:
-                break
-        return first.id
+    ) -> None:
+        """Reply with a short note (split for Discord if it must be)."""
+        for index, chunk in enumerate(split_message(with_notes(text, notes or []))):
+            sent = await self.send(message, chunk, reply=index == 0, delete_after=delete_after)
+            if sent is None:
+                return
 
     def cannot_post(self, message: discord.Message, error: discord.HTTPException) -> None:
         """Log a refused post, once per channel and kind of error."""
@@ -347,6 +361,118 @@ class Chat(commands.Cog):
             error.code,
             why,
         )
+
+
+class LiveReply:
+    """The bot's reply to one message: a status, then an answer that grows, then final.
+
+    Messages are posted as text arrives and edited at most once per EDIT_INTERVAL each;
+    past 2000 characters the reply continues in a new message, split exactly as a
+    non-streamed answer would be, so the final messages are the same either way.
+    """
+
+    def __init__(self, cog: Chat, source: discord.Message) -> None:
+        self.cog = cog
+        self.source = source
+        self.messages: list[discord.Message] = []
+        self.shown: list[str] = []
+        self.text = ""
+        self.thinking = False
+        self.broken = False
+
+    @property
+    def started(self) -> bool:
+        """Whether anything was posted yet."""
+        return bool(self.messages)
+
+    @property
+    def first_id(self) -> int | None:
+        """The id of the first message of the reply, if one was posted."""
+        return self.messages[0].id if self.messages else None
+
+    @staticmethod
+    def render(text: str, *, final: bool, status: str | None = None) -> list[str]:
+        """The messages for text so far: Discord-sized, with a cursor while unfinished."""
+        chunks = split_message(text.strip())
+        if not chunks:
+            return [status] if status else []
+        if not final and len(chunks[-1]) + len(CURSOR) <= DISCORD_LIMIT:
+            chunks[-1] += CURSOR
+        return chunks
+
+    async def show(self, contents: list[str]) -> None:
+        """Make the posted messages read contents: edit what changed, post what is new."""
+        for index, content in enumerate(contents):
+            if self.broken:
+                return
+            if index == len(self.messages):
+                sent = await self.cog.send(self.source, content, reply=index == 0)
+                if sent is None:
+                    self.broken = True
+                    return
+                self.messages.append(sent)
+                self.shown.append(content)
+            elif self.shown[index] != content:
+                await self.edit(index, content)
+        for extra in self.messages[len(contents) :]:
+            with contextlib.suppress(discord.HTTPException):
+                await extra.delete()
+        del self.messages[len(contents) :], self.shown[len(contents) :]
+
+    async def edit(self, index: int, content: str) -> None:
+        """Edit one message; one deleted meanwhile is posted again."""
+        try:
+            self.messages[index] = await self.messages[index].edit(
+                content=content, allowed_mentions=NO_PINGS
+            )
+        except discord.NotFound:
+            sent = await self.cog.send(self.source, content, reply=index == 0)
+            if sent is None:
+                self.broken = True
+                return
+            self.messages[index] = sent
+        except discord.HTTPException as error:
+            self.cog.cannot_post(self.source, error)
+            self.broken = True
+            return
+        self.shown[index] = content
+
+    async def stream(self, pieces: AsyncIterator[Piece]) -> str:
+        """Show a streamed answer as it grows; return the whole answer text."""
+        changed = asyncio.Event()
+
+        async def read() -> None:
+            async for piece in pieces:
+                if piece.kind == "text":
+                    self.text += piece.text
+                else:
+                    self.thinking = True
+                changed.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            last_edit = -EDIT_INTERVAL
+            while not reader.done():
+                waiter = asyncio.ensure_future(changed.wait())
+                await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if reader.done():
+                    break
+                # The first text goes up at once; then each message is edited once a second.
+                if self.started:
+                    pause = last_edit + EDIT_INTERVAL - time.monotonic()
+                    if pause > 0:
+                        await asyncio.wait({reader}, timeout=pause)
+                        if reader.done():
+                            break
+                changed.clear()
+                status = THINKING_STATUS if self.thinking else None
+                await self.show(self.render(self.text, final=False, status=status))
+                last_edit = time.monotonic()
+            reader.result()
+        finally:
+            reader.cancel()
+        return self.text.strip()
 
 
 async def setup(bot: HFCord) -> None:
