@@ -52,6 +52,8 @@ class HFCord(commands.Bot):
             help_command=None,
             intents=intents(settings.message_content_intent),
             allowed_mentions=discord.AllowedMentions.none(),
+            # No message cache: replies carry what the bot needs, and memory stays flat.
+            max_messages=None,
             **options,  # type: ignore[arg-type]
         )
         self.settings = settings

@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.config import ModelSpec, Settings
-from bot.inference import ChatMessage, Completion, InferenceClient, RetryHook
+from bot.inference import (
+    ChatMessage,
+    Completion,
+    EmptyAnswer,
+    InferenceClient,
+    InferenceError,
+    ModelLoading,
+)
 from bot.store import NewMessage, Store, StoredMessage
+from bot.streaming import Piece
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,15 @@ class Prompt:
     author_id: int
     author_name: str
     content: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a turn sends: the model, the messages, and the reset point they start after."""
+
+    model: ModelSpec
+    messages: list[ChatMessage]
+    reset_after_id: int
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,21 @@ def build_messages(
     ]
 
 
+class Reply(Protocol):
+    """Where a turn's answer is shown; the chat cog implements it with Discord messages."""
+
+    async def warming_up(self, model: str) -> None:
+        """Say that a model's endpoint is starting (called once at most)."""
+
+    async def stream(self, pieces: AsyncIterator[Piece]) -> str:
+        """Show a streamed answer as it grows; return the whole text."""
+        ...
+
+    async def finish(self, text: str) -> int | None:
+        """Show the final answer; return the id of its first message, None if not shown."""
+        ...
+
+
 class Conversation:
     """Turns in channels: one at a time per channel, channels independent."""
 
@@ -101,12 +135,11 @@ class Conversation:
         self.inference = inference
         # Idle channels hold no lock: an entry lives only while some turn uses it.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Turns running or waiting, per channel; only channels with some are kept.
         self._pending: dict[int, int] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @contextlib.asynccontextmanager
     async def turn(self, channel_id: int) -> AsyncIterator[None]:
@@ -115,19 +148,16 @@ class Conversation:
         if pending >= self.settings.channel_queue:
             raise ChannelBusy(channel_id)
         self._pending[channel_id] = pending + 1
-        self._active += 1
-        self._idle.clear()
         task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+        assert task is not None
+        self._tasks.add(task)
+        self._idle.clear()
         try:
             async with self.lock(channel_id):
                 yield
         finally:
-            if task is not None:
-                self._tasks.discard(task)
-            self._active -= 1
-            if self._active == 0:
+            self._tasks.discard(task)
+            if not self._tasks:
                 self._idle.set()
             left = self._pending[channel_id] - 1
             if left:
@@ -135,10 +165,19 @@ class Conversation:
             else:
                 del self._pending[channel_id]
 
+    def lock(self, channel_id: int) -> asyncio.Lock:
+        """The lock that serialises turns in one channel."""
+        lock = self._locks.get(channel_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[channel_id] = lock
+        return lock
+
     async def drain(self, grace: float) -> bool:
         """Wait up to grace seconds for turns in progress, then cancel the rest.
 
-        Returns True when every turn finished on its own. A cancelled turn records nothing.
+        Returns True when every turn finished on its own. A cancelled turn records nothing
+        (unless its write had already begun).
         """
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
@@ -151,14 +190,6 @@ class Conversation:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), CANCEL_GRACE)
         return False
-
-    def lock(self, channel_id: int) -> asyncio.Lock:
-        """The lock that serialises turns in one channel."""
-        lock = self._locks.get(channel_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[channel_id] = lock
-        return lock
 
     async def model_for(self, channel_id: int) -> ModelSpec:
         """The model a channel talks to (the default until someone picks one)."""
@@ -175,39 +206,71 @@ class Conversation:
         """How many characters a new message may have: the budget less the system prompt."""
         return max(MIN_PROMPT_ROOM, self.settings.history_chars - len(self.settings.system_prompt))
 
-    async def context_for(self, prompt: Prompt) -> tuple[ModelSpec, list[ChatMessage]]:
+    async def context_for(self, prompt: Prompt) -> Context:
         """The channel's model and the messages to send it for this prompt."""
+        state = await self.store.channel(prompt.channel_id)
         spec = await self.model_for(prompt.channel_id)
         history = await self.store.context(prompt.channel_id, self.settings.history_messages)
         messages = build_messages(
             self.settings.system_prompt, history, prompt, max_chars=self.settings.history_chars
         )
-        return spec, messages
+        return Context(spec, messages, state.reset_after_id)
 
-    async def answer(self, prompt: Prompt, *, on_retry: RetryHook | None = None) -> Answer:
-        """Ask the channel's model; raises InferenceError, records nothing."""
-        spec, messages = await self.context_for(prompt)
-        completion = await self.inference.complete(spec, messages, on_retry=on_retry)
-        return Answer(prompt, spec, completion, context_size=len(messages))
+    async def respond(self, prompt: Prompt, reply: Reply) -> Answer | None:
+        """One turn: ask the channel's model, show the answer, record both messages.
 
-    async def record(self, answer: Answer, reply_message_id: int | None) -> None:
-        """Write the prompt and its reply to the history, together."""
+        Raises InferenceError when the model fails (nothing is recorded); returns None when
+        the answer could not be shown (nothing is recorded either).
+        """
+        context = await self.context_for(prompt)
+        spec = context.model
+        retries = 0
+
+        async def on_retry(error: InferenceError, attempt: int, delay: float) -> None:
+            nonlocal retries
+            retries = attempt
+            if attempt == 1 and isinstance(error, ModelLoading):
+                await reply.warming_up(error.model)
+
+        started = time.monotonic()
+        if spec.streams(self.settings.streaming):
+            pieces = self.inference.stream(spec, context.messages, on_retry=on_retry)
+            text = await reply.stream(pieces)
+            completion = Completion(text, spec.name, time.monotonic() - started, retries=retries)
+        else:
+            completion = await self.inference.complete(spec, context.messages, on_retry=on_retry)
+        if not completion.text.strip():
+            raise EmptyAnswer(spec.label)
+        answer = Answer(prompt, spec, completion, context_size=len(context.messages))
+        reply_id = await reply.finish(completion.text)
+        if reply_id is None:
+            return None
+        await self.record(answer, reply_id, context.reset_after_id)
+        return answer
+
+    async def record(
+        self, answer: Answer, reply_message_id: int | None, reset_after_id: int | None = None
+    ) -> None:
+        """Write the prompt and its reply to the history, together.
+
+        reset_after_id is the channel's reset point when the turn began: if the channel was
+        reset since, the turn belongs before the reset and is set aside with it.
+        """
         prompt = answer.prompt
         await self.store.record_turn(
             prompt.channel_id,
-            [
-                NewMessage(
-                    role="user",
-                    content=prompt.content,
-                    discord_message_id=prompt.message_id,
-                    author_id=prompt.author_id,
-                    author_name=prompt.author_name,
-                ),
-                NewMessage(
-                    role="assistant",
-                    content=answer.text,
-                    discord_message_id=reply_message_id,
-                    model=answer.model.name,
-                ),
-            ],
+            NewMessage(
+                role="user",
+                content=prompt.content,
+                discord_message_id=prompt.message_id,
+                author_id=prompt.author_id,
+                author_name=prompt.author_name,
+            ),
+            NewMessage(
+                role="assistant",
+                content=answer.text,
+                discord_message_id=reply_message_id,
+                model=answer.model.name,
+            ),
+            started_after=reset_after_id,
         )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -26,11 +28,27 @@ _CONTEXT_SQL = """
     SELECT id, channel_id, discord_message_id, author_id, author_name, role, content, model,
            created_at
     FROM messages
-    WHERE channel_id = ?
-      AND id > COALESCE((SELECT reset_after_id FROM channels WHERE channel_id = ?), 0)
+    WHERE channel_id = ? AND id > ?
     ORDER BY id DESC
     LIMIT ?
 """
+_TURN_SQL = """
+    INSERT INTO messages (channel_id, discord_message_id, author_id, author_name, role,
+                          content, model, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)
+    RETURNING id
+"""
+_RESET_SQL = """
+    INSERT INTO channels (channel_id, context_reset_at, reset_after_id, updated_at)
+    VALUES (?, ?, COALESCE((SELECT MAX(id) FROM messages WHERE channel_id = ?), 0), ?)
+    ON CONFLICT (channel_id) DO UPDATE SET
+        context_reset_at = excluded.context_reset_at,
+        reset_after_id = MAX(channels.reset_after_id, excluded.reset_after_id),
+        updated_at = excluded.updated_at
+    RETURNING model, reset_after_id
+"""
+# Channel settings kept in memory; the least recently used are dropped past this.
+CHANNEL_CACHE = 10_000
 _HISTORY_SQL = """
     SELECT id, channel_id, discord_message_id, author_id, author_name, role, content, model,
            created_at
@@ -83,13 +101,18 @@ class ChannelState:
 
 
 class Store:
-    """The bot's SQLite database: one connection, writes serialised, reads concurrent."""
+    """The bot's SQLite database: one connection, writes serialised, reads concurrent.
+
+    Each read and each single-statement write is one round trip to aiosqlite's thread;
+    channel settings are cached (write-through), since every turn needs them.
+    """
 
     def __init__(self, db: aiosqlite.Connection, path: Path | str) -> None:
         self._db = db
         self.path = path
         # One connection is shared: a transaction must not interleave with another's writes.
         self._write_lock = asyncio.Lock()
+        self._channels: OrderedDict[int, ChannelState] = OrderedDict()
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
@@ -124,110 +147,138 @@ class Store:
     ) -> None:
         await self.close()
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _read(self, sql: str, parameters: Sequence[object]) -> list[Any]:
+        return list(await self._db.execute_fetchall(sql, parameters))
+
+    async def _write(self, sql: str, parameters: Sequence[object]) -> list[Any]:
+        """One statement, atomic on its own, never inside another coroutine's transaction."""
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+            return list(await self._db.execute_fetchall(sql, parameters))
+
+    async def _rollback(self) -> None:
+        # Queued after whatever statement is in flight (aiosqlite runs them in order), and
+        # shielded so that a second cancellation cannot leave the transaction open.
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
+            await asyncio.shield(self._db.execute("ROLLBACK"))
+
+    def _remember(self, state: ChannelState) -> ChannelState:
+        self._channels[state.channel_id] = state
+        self._channels.move_to_end(state.channel_id)
+        if len(self._channels) > CHANNEL_CACHE:
+            self._channels.popitem(last=False)
+        return state
 
     async def channel(self, channel_id: int) -> ChannelState:
         """A channel's settings (defaults for a channel never seen)."""
-        async with self._db.execute(
+        cached = self._channels.get(channel_id)
+        if cached is not None:
+            self._channels.move_to_end(channel_id)
+            return cached
+        rows = await self._read(
             "SELECT model, context_reset_at, reset_after_id FROM channels WHERE channel_id = ?",
             (channel_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return ChannelState(channel_id)
-        return ChannelState(channel_id, row[0], row[1], int(row[2]))
+        )
+        if not rows:
+            return self._remember(ChannelState(channel_id))
+        model, reset_at, after = rows[0]
+        return self._remember(ChannelState(channel_id, model, reset_at, int(after)))
 
     async def set_model(self, channel_id: int, model: str) -> None:
         """Choose the model a channel talks to."""
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO channels (channel_id, model, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (channel_id) DO UPDATE SET model = excluded.model, "
-                "updated_at = excluded.updated_at",
-                (channel_id, model, utcnow()),
-            )
+        rows = await self._write(
+            "INSERT INTO channels (channel_id, model, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (channel_id) DO UPDATE SET model = excluded.model, "
+            "updated_at = excluded.updated_at "
+            "RETURNING model, context_reset_at, reset_after_id",
+            (channel_id, model, utcnow()),
+        )
+        model, reset_at, after = rows[0]
+        self._remember(ChannelState(channel_id, model, reset_at, int(after)))
 
     async def reset(self, channel_id: int) -> int:
         """Start the channel's context afresh; return how many messages were set aside."""
         now = utcnow()
-        async with self._transaction() as db:
-            state = await self.channel(channel_id)
-            async with db.execute(
-                "SELECT COUNT(*), MAX(id) FROM messages WHERE channel_id = ? AND id > ?",
-                (channel_id, state.reset_after_id),
-            ) as cursor:
-                row = await cursor.fetchone()
-            count, last_id = (int(row[0]), row[1]) if row else (0, None)
-            await db.execute(
-                "INSERT INTO channels (channel_id, context_reset_at, reset_after_id, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET "
-                "context_reset_at = excluded.context_reset_at, "
-                "reset_after_id = excluded.reset_after_id, updated_at = excluded.updated_at",
-                (channel_id, now, last_id or state.reset_after_id, now),
+        async with self._write_lock:
+            before = await self.channel(channel_id)
+            # One statement: the new reset point is the channel's newest message, if any.
+            rows = await self._db.execute_fetchall(_RESET_SQL, (channel_id, now, channel_id, now))
+            model, after = next(iter(rows))
+            counted = await self._db.execute_fetchall(
+                "SELECT COUNT(*) FROM messages WHERE channel_id = ? AND id > ? AND id <= ?",
+                (channel_id, before.reset_after_id, after),
             )
-        return count
+        self._remember(ChannelState(channel_id, model, now, int(after)))
+        return int(next(iter(counted))[0])
 
     async def context(self, channel_id: int, limit: int) -> list[StoredMessage]:
         """The newest messages after the channel's last reset, oldest first."""
-        async with self._db.execute(_CONTEXT_SQL, (channel_id, channel_id, limit)) as cursor:
-            rows = await cursor.fetchall()
-        return [_message(row) for row in reversed(list(rows))]
+        state = await self.channel(channel_id)
+        rows = await self._read(_CONTEXT_SQL, (channel_id, state.reset_after_id, limit))
+        return [StoredMessage(*row) for row in reversed(rows)]
 
     async def history(self, channel_id: int) -> list[StoredMessage]:
         """Every message ever recorded in a channel, reset or not, oldest first."""
-        async with self._db.execute(_HISTORY_SQL, (channel_id,)) as cursor:
-            rows = await cursor.fetchall()
-        return [_message(row) for row in rows]
+        rows = await self._read(_HISTORY_SQL, (channel_id,))
+        return [StoredMessage(*row) for row in rows]
 
-    async def record_turn(self, channel_id: int, messages: Sequence[NewMessage]) -> list[int]:
-        """Record a user message and its reply together, or nothing; return the row ids."""
+    async def record_turn(
+        self,
+        channel_id: int,
+        prompt: NewMessage,
+        reply: NewMessage,
+        *,
+        started_after: int | None = None,
+    ) -> tuple[int, int]:
+        """Record a user message and its reply together, or nothing; return their row ids.
+
+        started_after is the channel's reset point when the turn began. If a reset came
+        since, the turn is set aside with the rest: it belongs to the old context.
+        """
         now = utcnow()
-        ids: list[int] = []
-        async with self._transaction() as db:
-            for message in messages:
-                cursor = await db.execute(
-                    "INSERT INTO messages (channel_id, discord_message_id, author_id, "
-                    "author_name, role, content, model, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        channel_id,
-                        message.discord_message_id,
-                        message.author_id,
-                        message.author_name,
-                        message.role,
-                        message.content,
-                        message.model,
-                        now,
-                    ),
+        values: list[object] = []
+        for message in (prompt, reply):
+            values += [
+                channel_id,
+                message.discord_message_id,
+                message.author_id,
+                message.author_name,
+                message.role,
+                message.content,
+                message.model,
+                now,
+            ]
+        async with self._write_lock:
+            state = await self.channel(channel_id)
+            if started_after is None or started_after == state.reset_after_id:
+                # One statement is atomic by itself: both rows are written, or neither.
+                rows = await self._db.execute_fetchall(_TURN_SQL, values)
+                first, second = sorted(int(row[0]) for row in rows)
+                return first, second
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                rows = await self._db.execute_fetchall(_TURN_SQL, values)
+                first, second = sorted(int(row[0]) for row in rows)
+                await self._db.execute(
+                    "UPDATE channels SET reset_after_id = ? WHERE channel_id = ?",
+                    (second, channel_id),
                 )
-                ids.append(int(cursor.lastrowid or 0))
-                await cursor.close()
-        return ids
+                await self._db.execute("COMMIT")
+            except BaseException:
+                self._channels.pop(channel_id, None)
+                await self._rollback()
+                raise
+        self._remember(replace(state, reset_after_id=second))
+        return first, second
 
     async def get_meta(self, key: str) -> str | None:
         """A bookkeeping value (for example the hash of the last synced commands)."""
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
         """Store a bookkeeping value."""
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-
-def _message(row: Any) -> StoredMessage:
-    return StoredMessage(*row)
+        await self._write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

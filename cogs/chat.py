@@ -15,8 +15,8 @@ import discord
 from discord.ext import commands
 
 from bot.client import HFCord
-from bot.conversation import Answer, ChannelBusy, Prompt
-from bot.inference import Completion, InferenceError, ModelLoading, StreamInterrupted
+from bot.conversation import ChannelBusy, Prompt
+from bot.inference import InferenceError, StreamInterrupted
 from bot.render import DISCORD_LIMIT, clean_input, split_message, strip_mention, truncate
 from bot.streaming import Piece
 
@@ -39,6 +39,9 @@ WARMING_NOTE = (
 THINKING_STATUS = "💭 Thinking…"
 # Shown at the end of a message while the answer is still being written.
 CURSOR = " ▌"
+# Answers quicker than this show no typing indicator (it would outlive the answer).
+TYPING_DELAY = 0.5
+TYPING_REFRESH = 8.0
 # Seconds between edits of a growing message: Discord allows about 5 edits per 5 s per
 # channel, and discord.py waits on its bucket headers when an edit would exceed that.
 EDIT_INTERVAL = 1.0
@@ -195,11 +198,14 @@ class Chat(commands.Cog):
         report.log()
 
     async def take_turn(self, message: discord.Message, report: TurnReport) -> None:
-        """Read the message, ask the model, show the answer as it comes, record the turn."""
+        """Read the message, then let the conversation answer it through a LiveReply."""
         text, notes = await self.read_message(message)
         if not text:
             report.outcome = "empty"
             await self.post(message, self.empty_note(message), notes=notes)
+            return
+        if not self.can_post(message):
+            report.outcome = "cannot-post"
             return
         prompt = Prompt(
             channel_id=message.channel.id,
@@ -209,62 +215,59 @@ class Chat(commands.Cog):
             content=text,
         )
         report.prompt_chars = len(text)
-        live = LiveReply(self, message)
-
-        async def on_retry(error: InferenceError, attempt: int, delay: float) -> None:
-            report.retries = attempt
-            if not live.started and isinstance(error, ModelLoading):
-                await live.show([WARMING_NOTE.format(model=error.model)])
-
-        conversation = self.bot.conversation
-        started = time.monotonic()
+        live = LiveReply(self, message, notes)
+        typing = asyncio.create_task(self.keep_typing(message, live))
         try:
-            async with message.channel.typing():
-                spec, messages = await conversation.context_for(prompt)
-                report.model = spec.name
-                if spec.streams(self.bot.settings.streaming):
-                    pieces = self.bot.inference.stream(spec, messages, on_retry=on_retry)
-                    answer_text = await live.stream(pieces)
-                else:
-                    completion = await self.bot.inference.complete(
-                        spec, messages, on_retry=on_retry
-                    )
-                    answer_text = completion.text
-        except discord.HTTPException as error:
-            # Typing is refused where the bot may not post: don't call the model for nothing.
-            report.outcome = "cannot-post"
-            self.cannot_post(message, error)
-            return
+            answer = await self.bot.conversation.respond(prompt, live)
         except InferenceError as error:
             report.outcome = type(error).__name__
+            report.model = error.model_name or report.model
             log.warning(
                 "Model call in channel %d failed: %s (HTTP %s)",
                 prompt.channel_id,
                 type(error).__name__,
                 error.status,
             )
-            if isinstance(error, StreamInterrupted) and live.text.strip():
-                # The partial answer stays, marked; it is not recorded (see README).
-                report.reply_chars = len(live.text.strip())
-                cut = f"-# ⚠️ Cut off: {error.model} {error.what} ({error.detail})."
-                await live.show(live.render(with_notes(live.text, [cut[3:]]), final=True))
-            else:
-                await live.show([f"⚠️ {error}"])
+            await live.fail(error)
             return
-        report.model_seconds = time.monotonic() - started
-        report.reply_chars = len(answer_text)
-        await live.show(live.render(with_notes(answer_text, notes), final=True))
-        if live.first_id is None:
+        finally:
+            typing.cancel()
+        if answer is None:
             report.outcome = "not-posted"
             return
-        completion = Completion(
-            text=answer_text,
-            model=spec.name,
-            latency=report.model_seconds,
-            retries=report.retries,
-        )
-        answer = Answer(prompt, spec, completion, context_size=len(messages))
-        await conversation.record(answer, live.first_id)
+        report.model = answer.model.name
+        report.retries = answer.completion.retries
+        report.reply_chars = len(answer.text)
+        report.model_seconds = answer.completion.latency
+
+    def can_post(self, message: discord.Message) -> bool:
+        """Whether the bot may post in the message's channel, as far as the cache knows."""
+        channel = message.channel
+        if message.guild is None or not isinstance(channel, discord.abc.GuildChannel):
+            return True
+        allowed = channel.permissions_for(message.guild.me)
+        threads = isinstance(channel, discord.Thread)
+        if allowed.send_messages_in_threads if threads else allowed.send_messages:
+            return True
+        self.cannot_post(message, None)
+        return False
+
+    async def keep_typing(self, message: discord.Message, live: LiveReply) -> None:
+        """Show "typing…" while an answer takes longer than a moment, until it is posted."""
+        await asyncio.sleep(TYPING_DELAY)
+        while True:
+            # Held while the request is in flight: the reply waits for it, so "typing…" can
+            # never arrive after the answer and linger there.
+            async with live.typing:
+                if live.started:
+                    return
+                try:
+                    await message.channel.typing()
+                except discord.HTTPException as error:
+                    self.cannot_post(message, error)
+                    return
+            # Discord shows the indicator for about 10 s, or until the bot posts.
+            await asyncio.sleep(TYPING_REFRESH)
 
     async def read_message(self, message: discord.Message) -> tuple[str, list[str]]:
         """The prompt text (with readable text files) and notes for the user about it."""
@@ -340,27 +343,22 @@ class Chat(commands.Cog):
             if sent is None:
                 return
 
-    def cannot_post(self, message: discord.Message, error: discord.HTTPException) -> None:
-        """Log a refused post, once per channel and kind of error."""
-        key = (message.channel.id, error.code or error.status)
+    def cannot_post(self, message: discord.Message, error: discord.HTTPException | None) -> None:
+        """Log a refused post (or a missing permission), once per channel and kind."""
+        key = (message.channel.id, error.code or error.status if error else 0)
         if key in self._refused:
             return
         if len(self._refused) >= MAX_REFUSALS_REMEMBERED:
             self._refused.clear()
         self._refused.add(key)
-        if isinstance(error, discord.Forbidden):
+        if error is None or isinstance(error, discord.Forbidden):
             why = "the bot lacks permission to post there"
         elif isinstance(error, discord.NotFound):
             why = "the channel is gone"
         else:
             why = "Discord refused the message"
-        log.warning(
-            "Cannot post in channel %d: HTTP %d (code %d): %s",
-            message.channel.id,
-            error.status,
-            error.code,
-            why,
-        )
+        status = f"HTTP {error.status} (code {error.code})" if error else "no Send Messages"
+        log.warning("Cannot post in channel %d: %s: %s", message.channel.id, status, why)
 
 
 class LiveReply:
@@ -371,9 +369,11 @@ class LiveReply:
     non-streamed answer would be, so the final messages are the same either way.
     """
 
-    def __init__(self, cog: Chat, source: discord.Message) -> None:
+    def __init__(self, cog: Chat, source: discord.Message, notes: list[str]) -> None:
         self.cog = cog
         self.source = source
+        self.notes = notes
+        self.typing = asyncio.Lock()
         self.messages: list[discord.Message] = []
         self.shown: list[str] = []
         self.text = ""
@@ -385,10 +385,26 @@ class LiveReply:
         """Whether anything was posted yet."""
         return bool(self.messages)
 
-    @property
-    def first_id(self) -> int | None:
-        """The id of the first message of the reply, if one was posted."""
-        return self.messages[0].id if self.messages else None
+    async def warming_up(self, model: str) -> None:
+        """Show that the model's endpoint is starting; the answer will replace it."""
+        if not self.started:
+            await self.show([WARMING_NOTE.format(model=model)])
+
+    async def finish(self, text: str) -> int | None:
+        """Show the whole answer (with any notes); the first message's id if all went up."""
+        await self.show(self.render(with_notes(text, self.notes), final=True))
+        if self.broken or not self.messages:
+            return None
+        return self.messages[0].id
+
+    async def fail(self, error: InferenceError) -> None:
+        """Show why there is no answer; a stream cut midway keeps its text, marked."""
+        if isinstance(error, StreamInterrupted) and self.text.strip():
+            # The partial answer stays, marked; it is not recorded (see README).
+            cut = f"⚠️ Cut off: {error.model} {error.what} ({error.detail})."
+            await self.show(self.render(with_notes(self.text, [cut]), final=True))
+        else:
+            await self.show([f"⚠️ {error}"])
 
     @staticmethod
     def render(text: str, *, final: bool, status: str | None = None) -> list[str]:
@@ -406,7 +422,11 @@ class LiveReply:
             if self.broken:
                 return
             if index == len(self.messages):
-                sent = await self.cog.send(self.source, content, reply=index == 0)
+                if index == 0:
+                    async with self.typing:
+                        sent = await self.cog.send(self.source, content)
+                else:
+                    sent = await self.cog.send(self.source, content, reply=False)
                 if sent is None:
                     self.broken = True
                     return
@@ -469,7 +489,10 @@ class LiveReply:
                 status = THINKING_STATUS if self.thinking else None
                 await self.show(self.render(self.text, final=False, status=status))
                 last_edit = time.monotonic()
-            reader.result()
+                if self.broken:
+                    break  # Discord refuses the reply: stop reading (and paying for) the stream
+            if not self.broken:
+                reader.result()
         finally:
             reader.cancel()
         return self.text.strip()

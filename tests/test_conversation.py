@@ -1,15 +1,17 @@
 """Context building and turns, against a real store and a loopback endpoint."""
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from bot.conversation import Conversation, Prompt, build_messages
-from bot.inference import InferenceClient, Unauthorized
+from bot.conversation import ChannelBusy, Conversation, Prompt, build_messages
+from bot.inference import EmptyAnswer, InferenceClient, Unauthorized
 from bot.store import NewMessage, Store, StoredMessage
+from bot.streaming import Piece
 from tests import fakehf
-from tests.conftest import TEST_TOKEN, make_settings
+from tests.conftest import TEST_TOKEN, Sleeps, make_settings
 
 
 def stored(i: int, role: str, content: str, author: int | None = 1) -> StoredMessage:
@@ -65,8 +67,31 @@ def test_several_people_are_named() -> None:
     assert alone[1]["content"] == "hi" and alone[3]["content"] == "again"
 
 
+class ShownReply:
+    """A Reply that keeps what it was asked to show, like a Discord channel would."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.shown: list[str] = []
+        self.warmed: list[str] = []
+        self.streamed = False
+
+    async def warming_up(self, model: str) -> None:
+        self.warmed.append(model)
+
+    async def stream(self, pieces: AsyncIterator[Piece]) -> str:
+        self.streamed = True
+        return "".join([p.text async for p in pieces if p.kind == "text"]).strip()
+
+    async def finish(self, text: str) -> int | None:
+        if self.refuse:
+            return None
+        self.shown.append(text)
+        return 5000 + len(self.shown)
+
+
 @pytest.fixture
-async def hf() -> fakehf.FakeHF:
+async def hf() -> AsyncIterator[fakehf.FakeHF]:
     async with fakehf.FakeHF(token=TEST_TOKEN) as server:
         yield server
 
@@ -76,32 +101,40 @@ async def make_conversation(
     session: aiohttp.ClientSession,
     hf: fakehf.FakeHF,
     unlearning: fakehf.FakeHF | None = None,
+    sleeps: Sleeps | None = None,
+    **env: str,
 ) -> Conversation:
     settings = make_settings(
-        HUGGINGFACE_ENDPOINT=hf.url, HUGGINGFACE_ENDPOINT_UNLEARNING=(unlearning or hf).url
+        HUGGINGFACE_ENDPOINT=hf.url,
+        HUGGINGFACE_ENDPOINT_UNLEARNING=(unlearning or hf).url,
+        **env,
     )
-    return Conversation(settings, store, InferenceClient(session, TEST_TOKEN, timeout=5))
+    client = InferenceClient(session, TEST_TOKEN, timeout=5, sleep=sleeps or Sleeps())
+    return Conversation(settings, store, client)
 
 
+@pytest.mark.parametrize("streaming", ["true", "false"])
 async def test_turns_build_on_history_and_respect_reset(
-    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF, streaming: str
 ) -> None:
-    conversation = await make_conversation(store, session, hf)
+    conversation = await make_conversation(store, session, hf, STREAMING=streaming)
     hf.responder = lambda body: f"seen {len(body['messages'])}"
-    first = await conversation.answer(prompt("one"))
-    assert first.text == "seen 2"  # system + new message
-    await conversation.record(first, reply_message_id=555)
-    second = await conversation.answer(prompt("two"))
-    assert second.text == "seen 4"
-    await conversation.record(second, reply_message_id=556)
+    reply = ShownReply()
+    first = await conversation.respond(prompt("one"), reply)
+    assert first is not None and first.text == "seen 2"  # system + new message
+    assert reply.streamed is (streaming == "true")
+    await conversation.respond(prompt("two"), reply)
     await store.reset(1)
-    assert (await conversation.answer(prompt("three"))).text == "seen 2"
+    await conversation.respond(prompt("three"), reply)
+    assert reply.shown == ["seen 2", "seen 4", "seen 2"]
     rows = await store.history(1)
     assert [(r.role, r.content, r.discord_message_id) for r in rows] == [
         ("user", "one", 1000),
-        ("assistant", "seen 2", 555),
+        ("assistant", "seen 2", 5001),
         ("user", "two", 1000),
-        ("assistant", "seen 4", 556),
+        ("assistant", "seen 4", 5002),
+        ("user", "three", 1000),
+        ("assistant", "seen 2", 5003),
     ]
     assert rows[1].model == "llama-3.2-3b"
 
@@ -112,8 +145,8 @@ async def test_channel_model_choice_routes_requests(
     async with fakehf.FakeHF(token=TEST_TOKEN) as unlearning:
         conversation = await make_conversation(store, session, hf, unlearning)
         await store.set_model(2, "unlearning-to-rest")
-        await conversation.answer(prompt("x", channel=2))
-        await conversation.answer(prompt("y", channel=3))
+        await conversation.respond(prompt("x", channel=2), ShownReply())
+        await conversation.respond(prompt("y", channel=3), ShownReply())
     assert [r.json["model"] for r in unlearning.requests] == ["martindisley/unlearning-to-rest"]
     assert [r.json["model"] for r in hf.requests] == ["meta-llama/Llama-3.2-3B-Instruct"]
     await store.set_model(4, "retired-model")
@@ -124,39 +157,120 @@ async def test_a_failed_call_records_nothing(
     store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
 ) -> None:
     conversation = await make_conversation(store, session, hf)
-    hf.add_faults(fakehf.unauthorized())
     hf.token = "another-token"
+    reply = ShownReply()
     with pytest.raises(Unauthorized):
-        await conversation.answer(prompt("hello"))
-    assert await store.history(1) == []
+        await conversation.respond(prompt("hello"), reply)
+    assert reply.shown == [] and await store.history(1) == []
 
 
-async def test_channels_do_not_wait_for_each_other(
+async def test_an_answer_that_was_not_shown_is_not_recorded(
     store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
 ) -> None:
     conversation = await make_conversation(store, session, hf)
+    assert await conversation.respond(prompt("hello"), ShownReply(refuse=True)) is None
+    assert await store.history(1) == []
+
+
+@pytest.mark.parametrize("streaming", ["true", "false"])
+async def test_a_blank_answer_is_an_error(
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF, streaming: str
+) -> None:
+    conversation = await make_conversation(store, session, hf, STREAMING=streaming)
+    hf.reply = "<think>only thoughts</think>\n\n  "
+    reply = ShownReply()
+    with pytest.raises(EmptyAnswer):
+        await conversation.respond(prompt("hello"), reply)
+    assert reply.shown == [] and await store.history(1) == []
+
+
+async def test_a_cold_model_is_announced_once(
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
+) -> None:
+    sleeps = Sleeps()
+    conversation = await make_conversation(store, session, hf, sleeps=sleeps)
+    hf.add_faults(fakehf.loading(), fakehf.loading(), fakehf.overloaded())
+    reply = ShownReply()
+    answer = await conversation.respond(prompt("wake up"), reply)
+    assert answer is not None and answer.completion.retries == 3
+    assert reply.warmed == ["Llama 3.2 3B Instruct"] and len(sleeps.delays) == 3
+
+
+async def test_a_reset_during_a_turn_sets_that_turn_aside(
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
+) -> None:
+    conversation = await make_conversation(store, session, hf, STREAMING="false")
     release = asyncio.Event()
 
     async def responder(body: dict) -> str:
         if body["messages"][-1]["content"] == "slow":
             await release.wait()
-        return "done"
+        return f"seen {len(body['messages'])}"
 
     hf.responder = responder
-    slow = asyncio.create_task(conversation.answer(prompt("slow", channel=1)))
-    await hf.wait_for_requests(1)
-    # Another channel answers while the first is still waiting on its model.
-    fast = await asyncio.wait_for(conversation.answer(prompt("fast", channel=2)), 2)
-    assert fast.text == "done" and not slow.done()
-    assert conversation.lock(1) is conversation.lock(1)
-    assert conversation.lock(1) is not conversation.lock(2)
+    await conversation.respond(prompt("earlier"), ShownReply())
+    slow = asyncio.create_task(conversation.respond(prompt("slow"), ShownReply()))
+    await hf.wait_for_requests(2)
+    assert await store.reset(1) == 2  # the turn in flight is not written yet
     release.set()
-    assert (await slow).text == "done"
+    await slow
+    # The slow turn began before the reset: it is set aside too, not carried over.
+    assert await store.context(1, 10) == []
+    assert (await conversation.respond(prompt("after"), ShownReply())).text == "seen 2"
+    assert len(await store.history(1)) == 6
+
+
+async def test_turns_in_one_channel_wait_and_other_channels_do_not(
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
+) -> None:
+    conversation = await make_conversation(store, session, hf)
+    order: list[str] = []
+
+    async def turn(channel: int, name: str, hold: asyncio.Event | None = None) -> None:
+        async with conversation.turn(channel):
+            order.append(f"start {name}")
+            if hold is not None:
+                await hold.wait()
+            order.append(f"end {name}")
+
+    hold = asyncio.Event()
+    first = asyncio.create_task(turn(1, "a", hold))
+    second = asyncio.create_task(turn(1, "b"))
+    other = asyncio.create_task(turn(2, "c"))
+    await other  # channel 2 finished while channel 1's first turn still holds its lock
+    assert order == ["start a", "start c", "end c"]
+    hold.set()
+    await asyncio.gather(first, second)
+    assert order[3:] == ["end a", "start b", "end b"]
+
+
+async def test_a_channel_queue_is_bounded(
+    store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
+) -> None:
+    conversation = await make_conversation(store, session, hf, CHANNEL_QUEUE_LIMIT="2")
+    hold = asyncio.Event()
+
+    async def turn() -> None:
+        async with conversation.turn(1):
+            await hold.wait()
+
+    tasks = [asyncio.create_task(turn()) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(ChannelBusy):
+        async with conversation.turn(1):
+            pass
+    async with conversation.turn(2):  # another channel is not affected
+        pass
+    hold.set()
+    await asyncio.gather(*tasks)
+    async with conversation.turn(1):  # room again
+        pass
 
 
 async def test_turn_messages_are_recorded_with_authors(store: Store) -> None:
-    await store.record_turn(
-        1, [NewMessage("user", "hi", 5, 7, "Ada"), NewMessage("assistant", "yo", 6, model="m")]
+    ids = await store.record_turn(
+        1, NewMessage("user", "hi", 5, 7, "Ada"), NewMessage("assistant", "yo", 6, model="m")
     )
+    assert ids[1] == ids[0] + 1
     rows = await store.context(1, 5)
     assert (rows[0].author_id, rows[0].author_name) == (7, "Ada")

@@ -46,7 +46,7 @@ async def test_blank_database_gets_the_whole_schema(tmp_path: Path) -> None:
 async def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
     path = tmp_path / "again.db"
     store = await Store.open(path)
-    await store.record_turn(5, turn("hi", "hello"))
+    await store.record_turn(5, *turn("hi", "hello"))
     await store.close()
     store = await Store.open(path)  # runs migrate() again on a current database
     assert [m.content for m in await store.history(5)] == ["hi", "hello"]
@@ -67,8 +67,8 @@ async def test_wal_mode(store: Store, tmp_path: Path) -> None:
 
 
 async def test_channels_are_isolated(store: Store) -> None:
-    await store.record_turn(1, turn("one", "uno"))
-    await store.record_turn(2, turn("two", "dos"))
+    await store.record_turn(1, *turn("one", "uno"))
+    await store.record_turn(2, *turn("two", "dos"))
     await store.set_model(2, "unlearning-to-rest")
     assert [m.content for m in await store.context(1, 10)] == ["one", "uno"]
     assert [m.content for m in await store.context(2, 10)] == ["two", "dos"]
@@ -81,7 +81,7 @@ async def test_channels_are_isolated(store: Store) -> None:
 
 async def test_context_is_newest_messages_in_order(store: Store) -> None:
     for i in range(5):
-        await store.record_turn(9, turn(f"q{i}", f"a{i}"))
+        await store.record_turn(9, *turn(f"q{i}", f"a{i}"))
     recent = await store.context(9, 4)
     assert [m.content for m in recent] == ["q3", "a3", "q4", "a4"]
     assert [m.role for m in recent] == ["user", "assistant", "user", "assistant"]
@@ -89,11 +89,11 @@ async def test_context_is_newest_messages_in_order(store: Store) -> None:
 
 
 async def test_reset_sets_aside_and_deletes_nothing(store: Store) -> None:
-    await store.record_turn(3, turn("before", "old answer"))
+    await store.record_turn(3, *turn("before", "old answer"))
     assert await store.reset(3) == 2
     state = await store.channel(3)
     assert state.context_reset_at is not None and state.reset_after_id > 0
-    await store.record_turn(3, turn("after", "new answer"))
+    await store.record_turn(3, *turn("after", "new answer"))
     assert [m.content for m in await store.context(3, 10)] == ["after", "new answer"]
     assert [m.content for m in await store.history(3)] == [
         "before",
@@ -116,19 +116,19 @@ async def test_reset_of_an_empty_channel_keeps_its_model(store: Store) -> None:
 async def test_a_turn_is_all_or_nothing(store: Store) -> None:
     bad = [NewMessage("user", "kept?"), NewMessage("robot", "not a role")]  # type: ignore[arg-type]
     with pytest.raises(sqlite3.IntegrityError):
-        await store.record_turn(6, bad)
+        await store.record_turn(6, *bad)
     assert await store.history(6) == []
-    await store.record_turn(6, turn("fine", "ok"))
+    await store.record_turn(6, *turn("fine", "ok"))
     assert len(await store.history(6)) == 2
 
 
 async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "restart.db"
     store = await Store.open(path)
-    await store.record_turn(7, turn("remember me", "I will"))
+    await store.record_turn(7, *turn("remember me", "I will"))
     await store.set_model(7, "unlearning-to-rest")
     await store.reset(7)
-    await store.record_turn(7, turn("new start", "yes"))
+    await store.record_turn(7, *turn("new start", "yes"))
     await store.set_meta("commands_hash", "abc")
     await store.close()
 
@@ -143,7 +143,19 @@ async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
 
 async def test_sql_injection_attempts_are_just_text(store: Store) -> None:
     evil = "x'); DROP TABLE messages; --"
-    await store.record_turn(8, turn(evil, evil))
+    await store.record_turn(8, *turn(evil, evil))
     await store.set_model(8, evil)
     assert (await store.history(8))[0].content == evil
     assert (await store.channel(8)).model == evil
+
+
+async def test_channel_settings_are_cached_and_written_through(store: Store) -> None:
+    await store.set_model(11, "unlearning-to-rest")
+    assert (await store.channel(11)).model == "unlearning-to-rest"
+    await store.record_turn(11, *turn("a", "b"))
+    await store.reset(11)
+    state = await store.channel(11)
+    assert state.model == "unlearning-to-rest" and state.reset_after_id > 0
+    await store.set_model(11, "llama-3.2-3b")
+    assert (await store.channel(11)).reset_after_id == state.reset_after_id  # kept
+    assert await store.context(11, 10) == []

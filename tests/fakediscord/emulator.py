@@ -79,6 +79,9 @@ class DiscordEmulator:
         self._waiters: list[asyncio.Future[None]] = []
         self._runner: web.AppRunner | None = None
         self.files: dict[int, bytes] = {}  # attachment id -> bytes served by the fake CDN
+        # Called with every new message (user's or bot's), e.g. by benchmarks that cannot
+        # afford a wait_for predicate per channel.
+        self.message_listeners: list[Callable[[Message], None]] = []
         self._undo_patch: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -603,6 +606,8 @@ class DiscordEmulator:
         )
         self.messages[msg.id] = msg
         self._log[channel.id].append(msg)
+        for listener in self.message_listeners:
+            listener(msg)
         return msg
 
     def _revise(self, msg: Message, content: str, embeds: list[Json]) -> None:
