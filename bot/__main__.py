@@ -52,8 +52,7 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
     """The one HTTP session for model calls."""
     return aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
-        timeout=aiohttp.ClientTimeout(total=settings.request_timeout),
-        # TGI's answers can be long single lines (a whole reply); the default 64 KiB is tight.
+        # TGI's last stream event holds the whole answer on one line; 64 KiB is too tight.
         read_bufsize=2**20,
     )
 

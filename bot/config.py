@@ -120,8 +120,8 @@ def default_catalogue(env: Mapping[str, str]) -> dict[str, ModelSpec]:
 class Settings:
     """Everything the bot reads from its environment, validated and immutable."""
 
-    discord_token: str | None
-    hf_token: str | None
+    discord_token: str | None = field(repr=False)
+    hf_token: str | None = field(repr=False)
     models: Mapping[str, ModelSpec]
     default_model: str
     database_path: Path = Path(DEFAULT_DATABASE_PATH)
@@ -303,7 +303,8 @@ def _model_problems(spec: ModelSpec) -> list[str]:
     else:
         parts = urlsplit(spec.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"{where}: endpoint must be an http(s) URL, got {spec.endpoint!r}.")
+            # The value is not repeated: it might be a token pasted into the wrong variable.
+            problems.append(f"{where}: endpoint must be an http(s) URL like https://host/...")
         elif parts.username or parts.password or parts.query:
             problems.append(f"{where}: endpoint must not carry credentials or a query string.")
     if spec.api not in API_STYLES:

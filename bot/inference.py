@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, TypedDict, TypeVar
 
 import aiohttp
+import aiohttp.http_exceptions
 
 from bot.config import ModelSpec
 from bot.streaming import (
@@ -51,7 +52,6 @@ _CHAT_PARAMETERS = {
     "seed": "seed",
     "stop": "stop",
 }
-_THINK = re.compile(r"<think>.*?(</think>|\Z)", re.DOTALL)
 # Anything shaped like a credential, in case an endpoint echoes request headers.
 _CREDENTIAL = re.compile(r"(?i)(bearer\s+\S+|hf_[a-z0-9]{8,})")
 _HTML = re.compile(r"^\s*<(!doctype|html|head|body)", re.IGNORECASE)
@@ -245,20 +245,15 @@ def text_payload(spec: ModelSpec, messages: Sequence[ChatMessage]) -> dict[str, 
 
 def strip_stops(text: str, stops: Sequence[str]) -> str:
     """Text cut at the first stop sequence (TGI leaves it in the answer)."""
-    cut = len(text)
-    for stop in stops:
-        at = text.find(stop)
-        if at != -1:
-            cut = min(cut, at)
-        # A reply that opens with the next turn's prefix has no answer before it.
-        if text.startswith(stop.lstrip()):
-            cut = 0
-    return text[:cut]
+    # The streaming filter, fed at once: both paths cut answers the same way.
+    stop = StopFilter(stops)
+    return stop.feed(text) + stop.flush()
 
 
 def strip_reasoning(text: str) -> str:
     """Text without `<think>...</think>` blocks (an unclosed one runs to the end)."""
-    return _THINK.sub("", text)
+    think = ThinkFilter()
+    return "".join(p.text for p in [*think.feed(text), *think.flush()] if p.kind == "text")
 
 
 def parse_chat(data: Any, model: str) -> tuple[str, dict[str, Any]]:
@@ -535,21 +530,18 @@ class InferenceClient:
         # Between events the endpoint may pause, but never for longer than one request may take.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=remaining, sock_read=self.timeout)
         try:
-            response = await self._session.post(
-                url, json=payload, headers=self._headers(), timeout=timeout
-            )
-            if response.status >= 400:
-                body = await response.read()
-                response.release()
-                raise error_for_status(
-                    spec.label, response.status, body, response.headers, [self._token or ""]
+            with self._transport_errors(spec, self.timeout):
+                response = await self._session.post(
+                    url, json=payload, headers=self._headers(), timeout=timeout
                 )
-        except BaseException as exc:
+                if response.status >= 400:
+                    body = await response.read()
+                    response.release()
+                    raise error_for_status(
+                        spec.label, response.status, body, response.headers, [self._token or ""]
+                    )
+        except BaseException:
             slot.release()
-            if isinstance(exc, TimeoutError):
-                raise Timeout(spec.label, f"no answer in {self.timeout:.3g} s") from None
-            if isinstance(exc, aiohttp.ClientError):
-                raise Unreachable(spec.label) from None
             raise
         return response, slot
 
@@ -565,17 +557,18 @@ class InferenceClient:
         parse = chat_event if spec.api == "chat" else text_event
         think = ThinkFilter()
         stop = StopFilter(text_stops(spec) if spec.api == "text" else [])
-        shown = False
+        shown = finished = False
         try:
             async for raw in response.content:
                 data = sse_data(raw.decode("utf-8", "replace"))
                 if data is None:
                     continue
-                pieces, done = parse(data)
-                for piece in _filtered(pieces, think, stop):
-                    shown = shown or piece.kind == "text"
+                event = parse(data)
+                finished = finished or event.finished
+                for piece in _filtered(event.pieces, think, stop):
+                    shown = shown or (piece.kind == "text" and bool(piece.text.strip()))
                     yield piece
-                if done or stop.stopped:
+                if event.done or stop.stopped:
                     break
         except StreamFailed as failed:
             detail = redact(failed.message, [self._token or ""]) or "an error"
@@ -584,29 +577,27 @@ class InferenceClient:
             raise StreamInterrupted(spec.label, f"no data for {self.timeout:.3g} s") from None
         except aiohttp.ClientError:
             raise StreamInterrupted(spec.label, "the connection was lost") from None
+        except (ValueError, aiohttp.http_exceptions.HttpProcessingError):
+            # aiohttp refuses lines longer than its read buffer.
+            raise StreamInterrupted(spec.label, "an event too large to read") from None
+        if not finished and not stop.stopped:
+            # A clean close before the answer's end: a proxy gave up, say.
+            raise StreamInterrupted(spec.label, "the stream ended early")
         for piece in _filtered(think.flush(), None, stop):
-            shown = shown or piece.kind == "text"
+            shown = shown or (piece.kind == "text" and bool(piece.text.strip()))
             yield piece
         tail = stop.flush()
         if tail:
-            shown = True
+            shown = shown or bool(tail.strip())
             yield Piece("text", tail)
         if not shown:
             raise EmptyAnswer(spec.label)
 
-    async def _post(
-        self, spec: ModelSpec, url: str, payload: dict[str, Any], seconds: float
-    ) -> Any:
-        timeout = aiohttp.ClientTimeout(total=seconds)
+    @contextlib.contextmanager
+    def _transport_errors(self, spec: ModelSpec, seconds: float) -> Iterator[None]:
+        """Turn aiohttp's timeouts and connection failures into typed, user-safe errors."""
         try:
-            async with self._session.post(
-                url, json=payload, headers=self._headers(), timeout=timeout
-            ) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise error_for_status(
-                        spec.label, response.status, body, response.headers, [self._token or ""]
-                    )
+            yield
         except TimeoutError:
             raise Timeout(spec.label, f"no answer in {seconds:.3g} s") from None
         except aiohttp.ClientError as exc:
@@ -617,6 +608,20 @@ class InferenceClient:
                 type(exc).__name__,
             )
             raise Unreachable(spec.label) from None
+
+    async def _post(
+        self, spec: ModelSpec, url: str, payload: dict[str, Any], seconds: float
+    ) -> Any:
+        timeout = aiohttp.ClientTimeout(total=seconds)
+        with self._transport_errors(spec, seconds):
+            async with self._session.post(
+                url, json=payload, headers=self._headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+        if response.status >= 400:
+            raise error_for_status(
+                spec.label, response.status, body, response.headers, [self._token or ""]
+            )
         return _json_answer(spec, body)
 
 

@@ -50,10 +50,19 @@ def _event(data: str) -> Any:
         raise StreamFailed("an unreadable stream event") from None
 
 
-def chat_event(data: str) -> tuple[list[Piece], bool]:
-    """Pieces from one chat-completions chunk, and whether the stream is finished."""
+@dataclass(frozen=True)
+class Event:
+    """What one stream event brought: pieces, and whether the answer (or stream) ended."""
+
+    pieces: list[Piece]
+    finished: bool = False  # the answer is complete (finish_reason, generated_text)
+    done: bool = False  # nothing more will come ([DONE])
+
+
+def chat_event(data: str) -> Event:
+    """One chat-completions chunk."""
     if data == DONE:
-        return [], True
+        return Event([], finished=True, done=True)
     event = _event(data)
     if not isinstance(event, dict):
         raise StreamFailed("an unexpected stream event")
@@ -63,6 +72,7 @@ def chat_event(data: str) -> tuple[list[Piece], bool]:
             raise StreamFailed(str(error.get("message", "error")), error.get("http_status_code"))
         raise StreamFailed(str(error))
     pieces: list[Piece] = []
+    finished = False
     for choice in event.get("choices") or []:  # a usage-only chunk has choices: []
         delta = choice.get("delta") or {}
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -71,11 +81,12 @@ def chat_event(data: str) -> tuple[list[Piece], bool]:
         content = delta.get("content")
         if isinstance(content, str) and content:
             pieces.append(Piece("text", content))
-    return pieces, False
+        finished = finished or choice.get("finish_reason") is not None
+    return Event(pieces, finished=finished)
 
 
-def text_event(data: str) -> tuple[list[Piece], bool]:
-    """Pieces from one /generate_stream event, and whether the stream is finished."""
+def text_event(data: str) -> Event:
+    """One /generate_stream event; the last one carries the whole generated_text."""
     event = _event(data)
     if not isinstance(event, dict):
         raise StreamFailed("an unexpected stream event")
@@ -87,7 +98,8 @@ def text_event(data: str) -> tuple[list[Piece], bool]:
     # Special tokens (<|eot_id|> ...) are part of the stream, not of the answer.
     if isinstance(text, str) and text and not token.get("special"):
         pieces.append(Piece("text", text))
-    return pieces, event.get("generated_text") is not None
+    last = event.get("generated_text") is not None
+    return Event(pieces, finished=last, done=last)
 
 
 def _held_back(buffer: str, markers: Sequence[str]) -> int:
@@ -150,7 +162,7 @@ class StopFilter:
         cut = min((i for i in (self._buffer.find(s) for s in self._stops) if i != -1), default=-1)
         if not self._started:
             # An answer that opens with the next turn's prefix has nothing before it.
-            heads = [s.lstrip() for s in self._stops]
+            heads = [h for h in (s.lstrip() for s in self._stops) if h]
             if any(self._buffer.startswith(h) for h in heads):
                 cut = 0
             elif any(h.startswith(self._buffer) for h in heads):

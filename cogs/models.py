@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.client import HFCord, can_manage_channel
 from bot.config import ModelSpec
+from bot.render import split_message
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ class Models(
             about = f" {spec.description}" if spec.description else ""
             lines.append(f"• `{spec.name}`: **{spec.label}** (`{spec.hub_id}`).{about}{marker}")
         lines.append("Change it with `/model set`.")
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        # A long catalogue may not fit one message.
+        first, *rest = split_message("\n".join(lines))
+        await interaction.response.send_message(first, ephemeral=True)
+        for chunk in rest:
+            await interaction.followup.send(chunk, ephemeral=True)
 
     @app_commands.command(name="current")
     async def current_model(self, interaction: discord.Interaction) -> None:

@@ -203,3 +203,11 @@ def test_numbers_and_paths_are_read() -> None:
     assert settings.system_prompt == "Be brief."
     assert settings.sync_guild_id == 1234
     assert settings.log_level == "DEBUG"
+
+
+def test_problems_and_repr_never_show_tokens() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**ENV, "HUGGINGFACE_ENDPOINT": TEST_TOKEN})  # pasted in the wrong place
+    assert TEST_TOKEN not in str(caught.value)
+    settings = Settings.from_env({**ENV, "DISCORD_TOKEN": "discord-secret"})
+    assert TEST_TOKEN not in repr(settings) and "discord-secret" not in repr(settings)

@@ -189,8 +189,10 @@ async def test_a_slow_channel_does_not_hold_up_another(world: World, bot: HFCord
 
 
 async def test_token_never_reaches_discord(world: World, bot: HFCord) -> None:
-    world.hf.add_faults(fakehf.echo_headers(422))
+    echo = {"error": f"Bad request header Authorization: Bearer {TEST_TOKEN}"}
+    world.hf.add_faults(fakehf.status(422, json=echo))
     note = await world.ask(world.general, world.alice, "leak?")
+    assert "Bad request header Authorization: [redacted]" in note.content
     assert TEST_TOKEN not in note.content
 
 
@@ -366,3 +368,21 @@ async def test_sync_to_one_server_when_configured(world: World) -> None:
 def test_discord_objects_are_real() -> None:
     # Guard against a refactor that swaps the real client for a mock in these tests.
     assert issubclass(HFCord, discord.Client)
+
+
+async def test_a_long_catalogue_is_listed_in_several_messages(world: World, tmp_path: Path) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        "".join(
+            f'[[models]]\nname = "model-{i}"\nhub_id = "org/model-{i}"\n'
+            f'endpoint = "{world.hf.url}"\ndescription = "{"A fine model. " * 8}"\n'
+            for i in range(30)
+        )
+    )
+    async with running(world, MODELS_FILE=str(models)):
+        ix = await world.emu.invoke_slash(world.general, world.alice, "model", subcommand="list")
+        first = (await ix.wait_response()).data["content"]
+        followups = await ix.wait_followups(1)
+    texts = [first, *(m.content for m in followups)]
+    assert all(len(t) <= 2000 for t in texts) and len(texts) >= 2
+    assert all(f"`model-{i}`" in "".join(texts) for i in range(30))

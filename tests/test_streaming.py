@@ -6,6 +6,7 @@ import itertools
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,10 +17,12 @@ from bot.inference import (
     EmptyAnswer,
     InferenceClient,
     StreamInterrupted,
+    Unauthorized,
     strip_reasoning,
     strip_stops,
 )
 from bot.streaming import (
+    Event,
     Piece,
     StopFilter,
     StreamFailed,
@@ -54,16 +57,17 @@ def test_sse_data_lines() -> None:
 
 def test_chat_events() -> None:
     role_only = '{"choices":[{"delta":{"role":"assistant"}}]}'
-    assert chat_event(role_only) == ([], False)
-    assert chat_event('{"choices":[{"delta":{"role":"assistant","content":null}}]}') == ([], False)
-    assert chat_event('{"choices":[{"delta":{"content":""}}]}') == ([], False)
-    assert chat_event('{"choices":[{"delta":{"content":"Hi"}}]}') == ([Piece("text", "Hi")], False)
-    assert chat_event('{"choices":[],"usage":{"total_tokens":3}}') == ([], False)
-    assert chat_event('{"choices":[{"delta":{"reasoning_content":"hmm"}}]}') == (
-        [Piece("reasoning", "hmm")],
-        False,
+    assert chat_event(role_only) == Event([])
+    assert chat_event('{"choices":[{"delta":{"role":"assistant","content":null}}]}') == Event([])
+    assert chat_event('{"choices":[{"delta":{"content":""}}]}') == Event([])
+    assert chat_event('{"choices":[{"delta":{"content":"Hi"}}]}') == Event([Piece("text", "Hi")])
+    assert chat_event('{"choices":[],"usage":{"total_tokens":3}}') == Event([])
+    assert chat_event('{"choices":[{"delta":{"reasoning_content":"hmm"}}]}') == Event(
+        [Piece("reasoning", "hmm")]
     )
-    assert chat_event("[DONE]") == ([], True)
+    last = '{"choices":[{"delta":{"content":""},"finish_reason":"stop"}]}'
+    assert chat_event(last) == Event([], finished=True)
+    assert chat_event("[DONE]") == Event([], finished=True, done=True)
     with pytest.raises(StreamFailed) as failed:
         chat_event('{"error":{"message":"CUDA out of memory","http_status_code":422}}')
     assert failed.value.message == "CUDA out of memory" and failed.value.status == 422
@@ -73,9 +77,9 @@ def test_chat_events() -> None:
 
 def test_text_events() -> None:
     token = '{"index":1,"token":{"id":5,"text":"Hel","special":false},"generated_text":null}'
-    assert text_event(token) == ([Piece("text", "Hel")], False)
+    assert text_event(token) == Event([Piece("text", "Hel")])
     eot = '{"token":{"id":9,"text":"<|eot_id|>","special":true},"generated_text":"Hello"}'
-    assert text_event(eot) == ([], True)
+    assert text_event(eot) == Event([], finished=True, done=True)
     with pytest.raises(StreamFailed, match="overloaded"):
         text_event('{"error":"overloaded","error_type":"overloaded"}')
 
@@ -118,7 +122,17 @@ def test_stop_filter_matches_strip_stops(parts: list[str], cuts: list[int]) -> N
     stops = ["\nUser:", "###"]
     stop = StopFilter(stops)
     streamed = "".join(stop.feed(chunk) for chunk in split_at(full, cuts)) + stop.flush()
-    assert streamed == strip_stops(full, stops)
+    assert streamed == strip_stops(full, stops)  # however the text was chunked
+    earliest = min((i for i in (full.find(s) for s in stops) if i != -1), default=len(full))
+    assert full.startswith(streamed) and len(streamed) <= earliest
+
+
+def test_stop_examples() -> None:
+    assert strip_stops("Sure.\nUser: more", ["\nUser:"]) == "Sure."
+    assert strip_stops("User: hijack", ["\nUser:"]) == ""
+    assert strip_stops("Use the force", ["\nUser:"]) == "Use the force"
+    # A whitespace-only stop sequence cuts where it occurs, not everything.
+    assert strip_stops("One.\n\nTwo.", ["\n\n"]) == "One."
 
 
 # --- the stream client against a loopback endpoint --------------------------------------
@@ -160,7 +174,7 @@ async def hf() -> fakehf.FakeHF:
         {"first": "empty"},
         {"first": "null"},
         {"first": "missing"},
-        {"done": False},
+        {"done": False},  # [DONE] missing, but the final chunk said the answer was complete
         {"usage": True},
     ],
 )
@@ -252,8 +266,45 @@ async def test_stream_holds_and_releases_its_endpoint_slot(
     assert not client._slot(hf.url).locked()
     assert (await collect(client, spec))[0] == ANSWER
     # A failed opening gives its slot back too.
-    hf.add_faults(fakehf.unauthorized())
     hf.token = "other"
-    with pytest.raises(Exception, match="token"):
+    with pytest.raises(Unauthorized):
         await collect(client, spec)
     assert not client._slot(hf.url).locked()
+
+
+async def test_a_stream_that_closes_before_its_end(hf: fakehf.FakeHF) -> None:
+    async def cut_short(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data:{"choices":[{"delta":{"content":"Half an ans"}}]}\n\n')
+        return response  # a clean end, but no finish_reason and no [DONE]
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", cut_short)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = InferenceClient(session, TEST_TOKEN)
+            seen = ""
+            with pytest.raises(StreamInterrupted, match="ended early"):
+                async for piece in client.stream(chat_model(f"http://127.0.0.1:{port}"), MESSAGES):
+                    seen += piece.text
+            assert seen == "Half an ans"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_oversized_event_is_an_interruption(
+    hf: fakehf.FakeHF, session: aiohttp.ClientSession
+) -> None:
+    client = InferenceClient(session, TEST_TOKEN)
+    hf.reply = "x" * (3 * 2**20)  # one 3 MiB chunk: longer than aiohttp reads as a line
+    hf.max_total_tokens = 10**7
+    hf.stream = fakehf.StreamOptions(chunk_size=3 * 2**20)
+    spec = ModelSpec("m", "Model M", "owner/m", hf.url, "chat", {"max_new_tokens": 10**6})
+    with pytest.raises(StreamInterrupted, match="too large"):
+        await collect(client, spec)
