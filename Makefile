@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check sync test lint bench clean
+.PHONY: run check sync test lint bench bench-overhead bench-history bench-memory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Benchmarks print tables of figures (see README); each finishes in under two minutes.
+bench-overhead: $(VENV)/.dev
+	$(BIN)/python -m bench.overhead
+
+bench-history: $(VENV)/.dev
+	$(BIN)/python -m bench.history
+
+bench-memory: $(VENV)/.dev
+	$(BIN)/python -m bench.memory
+
+bench: bench-overhead bench-history bench-memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -96,8 +96,10 @@ class Harness:
             "HUGGINGFACE_API_TOKEN": TOKEN,
             "HUGGINGFACE_ENDPOINT": self.hf.url,
             "DATABASE_PATH": str(self.workdir / "bench.sqlite3"),
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "ERROR",
             "USER_RATE_LIMIT": "0",
+            # HFCORD_TRACEMALLOC=file: the bot writes its biggest allocations there on SIGUSR1.
+            **{k: v for k, v in os.environ.items() if k == "HFCORD_TRACEMALLOC"},
             **env,
         }
         self.process = await asyncio.create_subprocess_exec(

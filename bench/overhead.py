@@ -17,7 +17,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import Harness, cpu_seconds, harness, memory_mib, summary, table
+from bench.common import (
+    Harness,
+    cpu_seconds,
+    harness,
+    memory_mib,
+    percentile,
+    summary,
+    table,
+)
 from tests.fakediscord import Channel, Message, User
 
 
@@ -30,6 +38,7 @@ class Result:
     replies: int
     seconds: float
     overhead_ms: tuple[float, float, float]
+    legs_ms: tuple[float, float]
     cpu_ms_per_message: float
     peak_rss_mib: float
 
@@ -42,6 +51,7 @@ class Result:
             p50,
             p95,
             p99,
+            *self.legs_ms,
             self.cpu_ms_per_message,
             self.peak_rss_mib,
             self.harness_busy,
@@ -55,6 +65,8 @@ HEADER = [
     "overhead p50 ms",
     "p95 ms",
     "p99 ms",
+    "to model p50",
+    "to post p50",
     "CPU ms/msg",
     "peak RSS MiB",
     "stand-ins CPU %",
@@ -116,12 +128,16 @@ async def measure(
         ((replied - sent) - (answered[key] - received[key])) * 1000
         for key, (sent, replied) in timings.items()
     ]
+    # The two legs: message event to model request, and model answer to reply post.
+    before = [(received[k] - sent) * 1000 for k, (sent, _) in timings.items()]
+    after = [(replied - answered[k]) * 1000 for k, (_, replied) in timings.items()]
     return Result(
         label,
         harness_cpu / seconds * 100,
         len(timings),
         seconds,
         summary(overheads),
+        (percentile(before, 50), percentile(after, 50)),
         cpu / len(timings) * 1000,
         memory_mib(h.pid, "VmHWM"),
     )

@@ -8,7 +8,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,10 @@ _TURN_SQL = """
     INSERT INTO messages (channel_id, discord_message_id, author_id, author_name, role,
                           content, model, created_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)
-    RETURNING id
+"""
+_SET_ASIDE_SQL = """
+    UPDATE channels SET reset_after_id = (SELECT MAX(id) FROM messages WHERE channel_id = ?)
+    WHERE channel_id = ?
 """
 _RESET_SQL = """
     INSERT INTO channels (channel_id, context_reset_at, reset_after_id, updated_at)
@@ -90,6 +93,16 @@ class StoredMessage:
     created_at: str
 
 
+@dataclass
+class _PendingTurn:
+    """A turn waiting for the next group write."""
+
+    channel_id: int
+    values: list[object]
+    started_after: int | None
+    done: asyncio.Future[None]
+
+
 @dataclass(frozen=True)
 class ChannelState:
     """A channel's settings: its chosen model and where its context starts."""
@@ -107,12 +120,19 @@ class Store:
     channel settings are cached (write-through), since every turn needs them.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path | str) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path | str, reader: aiosqlite.Connection | None = None
+    ) -> None:
         self._db = db
+        # WAL lets a second connection (with its own thread) read while the first writes:
+        # loading a context never queues behind a batch of writes.
+        self._reader = reader or db
         self.path = path
         # One connection is shared: a transaction must not interleave with another's writes.
         self._write_lock = asyncio.Lock()
         self._channels: OrderedDict[int, ChannelState] = OrderedDict()
+        self._queue: list[_PendingTurn] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
@@ -129,11 +149,20 @@ class Store:
         except BaseException:
             await db.close()
             raise
+        reader = None
+        if str(path) != ":memory:":
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA query_only = ON")
         log.info("Database ready at %s", path)
-        return cls(db, path)
+        return cls(db, path, reader)
 
     async def close(self) -> None:
-        """Close the connection (pending writes are already committed)."""
+        """Finish queued writes, then close the connection."""
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._reader is not self._db:
+            await self._reader.close()
         await self._db.close()
 
     async def __aenter__(self) -> Self:
@@ -148,7 +177,7 @@ class Store:
         await self.close()
 
     async def _read(self, sql: str, parameters: Sequence[object]) -> list[Any]:
-        return list(await self._db.execute_fetchall(sql, parameters))
+        return list(await self._reader.execute_fetchall(sql, parameters))
 
     async def _write(self, sql: str, parameters: Sequence[object]) -> list[Any]:
         """One statement, atomic on its own, never inside another coroutine's transaction."""
@@ -199,6 +228,7 @@ class Store:
         """Start the channel's context afresh; return how many messages were set aside."""
         now = utcnow()
         async with self._write_lock:
+            await self._flush_locked()  # turns already answered belong before the reset
             before = await self.channel(channel_id)
             # One statement: the new reset point is the channel's newest message, if any.
             rows = await self._db.execute_fetchall(_RESET_SQL, (channel_id, now, channel_id, now))
@@ -228,11 +258,13 @@ class Store:
         reply: NewMessage,
         *,
         started_after: int | None = None,
-    ) -> tuple[int, int]:
-        """Record a user message and its reply together, or nothing; return their row ids.
+    ) -> None:
+        """Record a user message and its reply together, or nothing.
 
         started_after is the channel's reset point when the turn began. If a reset came
         since, the turn is set aside with the rest: it belongs to the old context.
+        Turns that arrive while a write is under way are written together in one
+        transaction (group commit), so a busy bot makes one write per batch, not per turn.
         """
         now = utcnow()
         values: list[object] = []
@@ -247,28 +279,66 @@ class Store:
                 message.model,
                 now,
             ]
+        turn = _PendingTurn(
+            channel_id, values, started_after, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(turn)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: once queued, the turn is written even if this caller is cancelled.
+        await asyncio.shield(turn.done)
+
+    async def _flush(self) -> None:
         async with self._write_lock:
-            state = await self.channel(channel_id)
-            if started_after is None or started_after == state.reset_after_id:
-                # One statement is atomic by itself: both rows are written, or neither.
-                rows = await self._db.execute_fetchall(_TURN_SQL, values)
-                first, second = sorted(int(row[0]) for row in rows)
-                return first, second
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        """Write every queued turn; the caller holds the write lock."""
+        while self._queue:
+            batch, self._queue = self._queue, []
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                rows = await self._db.execute_fetchall(_TURN_SQL, values)
-                first, second = sorted(int(row[0]) for row in rows)
-                await self._db.execute(
-                    "UPDATE channels SET reset_after_id = ? WHERE channel_id = ?",
-                    (second, channel_id),
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                self._channels.pop(channel_id, None)
-                await self._rollback()
+                await self._write_turns(batch)
+            except sqlite3.Error:
+                # One bad turn must not sink the others: write them one at a time.
+                for turn in batch:
+                    try:
+                        await self._write_turns([turn])
+                    except sqlite3.Error as error:
+                        turn.done.set_exception(error)
+                    else:
+                        turn.done.set_result(None)
+            except BaseException as error:
+                for turn in batch:
+                    if not turn.done.done():
+                        turn.done.set_exception(error)
                 raise
-        self._remember(replace(state, reset_after_id=second))
-        return first, second
+            else:
+                for turn in batch:
+                    turn.done.set_result(None)
+
+    async def _write_turns(self, batch: list[_PendingTurn]) -> None:
+        """Write turns in one transaction; set aside those that a reset overtook."""
+        aside = []
+        for turn in batch:
+            state = await self.channel(turn.channel_id)
+            if turn.started_after is not None and turn.started_after != state.reset_after_id:
+                aside.append(turn.channel_id)
+        if len(batch) == 1 and not aside:
+            # One statement is atomic by itself: both rows are written, or neither.
+            await self._db.execute_fetchall(_TURN_SQL, batch[0].values)
+            return
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.executemany(_TURN_SQL, [turn.values for turn in batch])
+            if aside:
+                await self._db.executemany(_SET_ASIDE_SQL, [(c, c) for c in aside])
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+        finally:
+            for channel_id in aside:
+                self._channels.pop(channel_id, None)  # re-read the new reset point next time
 
     async def get_meta(self, key: str) -> str | None:
         """A bookkeeping value (for example the hash of the last synced commands)."""

@@ -287,6 +287,7 @@ async def test_model_autocomplete_puts_current_first(world: World, bot: HFCord) 
 async def test_reset_excludes_earlier_turns(world: World, bot: HFCord) -> None:
     await world.ask(world.general, world.alice, "remember the number 7")
     await world.ask(world.general, world.alice, "and 8")
+    assert await bot.conversation.drain(5)  # both turns recorded
     ix = await world.emu.invoke_slash(world.general, world.mod, "reset")
     response = await ix.wait_response()
     assert "4 earlier messages set aside" in response.data["content"]

@@ -1,5 +1,6 @@
 """The SQLite store: migrations, channel isolation, reset semantics, atomic turns."""
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -159,3 +160,30 @@ async def test_channel_settings_are_cached_and_written_through(store: Store) -> 
     await store.set_model(11, "llama-3.2-3b")
     assert (await store.channel(11)).reset_after_id == state.reset_after_id  # kept
     assert await store.context(11, 10) == []
+
+
+async def test_concurrent_turns_are_written_together_and_isolated(store: Store) -> None:
+    # Many turns at once share a transaction; one bad turn does not sink the others.
+    good = [store.record_turn(c, *turn(f"q{c}", f"a{c}")) for c in range(100, 150)]
+    bad = store.record_turn(
+        999,
+        NewMessage("user", "x"),
+        NewMessage("robot", "y"),  # type: ignore[arg-type]
+    )
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert results[:50] == [None] * 50
+    assert isinstance(results[50], sqlite3.IntegrityError)
+    for c in range(100, 150):
+        assert [m.content for m in await store.history(c)] == [f"q{c}", f"a{c}"]
+    assert await store.history(999) == []
+
+
+async def test_queued_turns_are_written_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "close.db"
+    store = await Store.open(path)
+    pending = [asyncio.ensure_future(store.record_turn(c, *turn("q", "a"))) for c in range(20)]
+    await asyncio.sleep(0)  # queued, not yet written
+    await store.close()
+    await asyncio.gather(*pending)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 40
