@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import discord
 import pytest
 
 from bot.client import HFCord
@@ -364,11 +363,6 @@ async def test_sync_to_one_server_when_configured(world: World) -> None:
         assert puts == [
             f"PUT /api/v10/applications/{world.emu.application_id}/guilds/{world.guild.id}/commands"
         ]
-
-
-def test_discord_objects_are_real() -> None:
-    # Guard against a refactor that swaps the real client for a mock in these tests.
-    assert issubclass(HFCord, discord.Client)
 
 
 async def test_a_long_catalogue_is_listed_in_several_messages(world: World, tmp_path: Path) -> None:
