@@ -243,11 +243,15 @@ class Chat(commands.Cog):
     def can_post(self, message: discord.Message) -> bool:
         """Whether the bot may post in the message's channel, as far as the cache knows."""
         channel = message.channel
-        if message.guild is None or not isinstance(channel, discord.abc.GuildChannel):
+        if message.guild is None:
             return True
-        allowed = channel.permissions_for(message.guild.me)
-        threads = isinstance(channel, discord.Thread)
-        if allowed.send_messages_in_threads if threads else allowed.send_messages:
+        if isinstance(channel, discord.Thread):
+            allowed = channel.permissions_for(message.guild.me).send_messages_in_threads
+        elif isinstance(channel, discord.abc.GuildChannel):
+            allowed = channel.permissions_for(message.guild.me).send_messages
+        else:
+            allowed = True
+        if allowed:
             return True
         self.cannot_post(message, None)
         return False

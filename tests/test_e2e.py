@@ -381,3 +381,23 @@ async def test_a_long_catalogue_is_listed_in_several_messages(world: World, tmp_
     texts = [first, *(m.content for m in followups)]
     assert all(len(t) <= 2000 for t in texts) and len(texts) >= 2
     assert all(f"`model-{i}`" in "".join(texts) for i in range(30))
+
+
+async def test_no_model_call_where_the_bot_may_not_post(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    readonly = world.emu.add_guild("read-only")
+    readonly.roles[readonly.id].permissions &= ~(1 << 11)  # @everyone loses Send Messages
+    announcements = world.emu.add_text_channel(readonly, "announcements")
+    world.emu.add_member(readonly, world.alice)
+    async with running(world) as bot:
+        for text in ("hello?", "anyone?"):
+            await world.emu.user_message(announcements, world.alice, text, mention_bot=True)
+        # Handled in order: once the general channel answers, both were looked at.
+        reply = await world.ask(world.general, world.alice, "and here?")
+        assert reply.content == "Hello from Llama."
+        assert await bot.conversation.drain(5)
+    assert len(world.hf.requests) == 1  # only the general channel's message reached a model
+    assert world.emu.bot_messages(announcements) == []
+    refusals = [r.getMessage() for r in caplog.records if "Cannot post" in r.getMessage()]
+    assert len(refusals) == 1 and "no Send Messages" in refusals[0]
