@@ -39,6 +39,7 @@ WARMING_NOTE = (
 THINKING_STATUS = "💭 Thinking…"
 # Shown at the end of a message while the answer is still being written.
 CURSOR = " ▌"
+SHUTDOWN_NOTE = "⚠️ Cut off: the bot was restarting. Ask again in a moment."
 # Answers quicker than this show no typing indicator (it would outlive the answer).
 TYPING_DELAY = 0.5
 TYPING_REFRESH = 8.0
@@ -230,6 +231,13 @@ class Chat(commands.Cog):
             )
             await live.fail(error)
             return
+        except asyncio.CancelledError:
+            # Shutdown cancelled the turn: don't leave a half-written answer with its cursor.
+            if live.started:
+                note = with_notes(live.text, [SHUTDOWN_NOTE])
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(live.show(live.render(note, final=True)), 2)
+            raise
         finally:
             typing.cancel()
         if answer is None:

@@ -152,3 +152,15 @@ async def test_streaming_can_be_turned_off(world: World, tmp_path: Path) -> None
         reply = await world.ask(world.random, world.alice, "whole again")
         await settle(bot)
     assert len(reply.history) == 1 and "stream" not in world.hf.requests[-1].json
+
+
+async def test_a_stream_cancelled_at_shutdown_loses_its_cursor(world: World, bot: HFCord) -> None:
+    world.hf.reply = "A long answer that the shutdown will interrupt halfway through. " * 5
+    world.hf.stream = fakehf.StreamOptions(chunk_size=10, chunk_delay=0.5)
+    await world.emu.user_message(world.general, world.alice, "go", mention_bot=True)
+    reply = await world.emu.wait_for_bot_message(world.general)
+    assert reply.content.endswith(CURSOR)
+    assert not await bot.conversation.drain(0.1)  # what shutdown does: cancel after a grace
+    assert "Cut off: the bot was restarting" in reply.content
+    assert CURSOR not in reply.content
+    assert await bot.store.history(world.general.id) == []
