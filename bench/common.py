@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -144,8 +143,3 @@ async def harness(*, latency: float = 0.0) -> AsyncIterator[Harness]:
                 yield h
             finally:
                 await h.stop_bot()
-
-
-def mean(values: Sequence[float]) -> float:
-    """The arithmetic mean (0 for no values)."""
-    return statistics.fmean(values) if values else 0.0
