@@ -20,7 +20,7 @@ from bot.inference import (
     InferenceError,
     ModelLoading,
 )
-from bot.store import NewMessage, Store, StoredMessage
+from bot.store import ChannelState, NewMessage, Store, StoredMessage
 from bot.streaming import Piece
 
 log = logging.getLogger(__name__)
@@ -193,11 +193,13 @@ class Conversation:
 
     async def model_for(self, channel_id: int) -> ModelSpec:
         """The model a channel talks to (the default until someone picks one)."""
-        state = await self.store.channel(channel_id)
+        return self._model(await self.store.channel(channel_id))
+
+    def _model(self, state: ChannelState) -> ModelSpec:
         if state.model is not None and state.model not in self.settings.models:
             log.warning(
                 "Channel %d uses model %r, no longer in the catalogue; using the default",
-                channel_id,
+                state.channel_id,
                 state.model,
             )
         return self.settings.model(state.model)
@@ -209,7 +211,7 @@ class Conversation:
     async def context_for(self, prompt: Prompt) -> Context:
         """The channel's model and the messages to send it for this prompt."""
         state = await self.store.channel(prompt.channel_id)
-        spec = await self.model_for(prompt.channel_id)
+        spec = self._model(state)
         history = await self.store.context(prompt.channel_id, self.settings.history_messages)
         messages = build_messages(
             self.settings.system_prompt, history, prompt, max_chars=self.settings.history_chars

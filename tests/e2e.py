@@ -88,6 +88,11 @@ async def running(world: World, *, force_sync: bool = False, **env: str) -> Asyn
             await asyncio.wait_for(task, 5)
 
 
+async def settle(bot: HFCord) -> None:
+    """Wait until every turn in progress is posted and recorded."""
+    assert await bot.conversation.drain(10)
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     limits = {"message_create": Limit(5, WINDOW), "message_edit": Limit(5, WINDOW)}

@@ -276,6 +276,24 @@ class FakeHF:
         """Answer the next generation requests with these texts, in order."""
         self.replies.extend(texts)
 
+    def hold(
+        self, answer: str | Callable[[dict[str, Any]], str], *, only: str | None = None
+    ) -> asyncio.Event:
+        """Hold requests until the returned event is set, then answer them.
+
+        With `only`, just the requests whose last message is that text are held. `answer`
+        is the reply text, or a function of the request body.
+        """
+        release = asyncio.Event()
+
+        async def responder(body: dict[str, Any]) -> str:
+            if only is None or body["messages"][-1]["content"] == only:
+                await release.wait()
+            return answer(body) if callable(answer) else answer
+
+        self.responder = responder
+        return release
+
     def add_faults(self, *faults: Fault, path: str | None = None) -> None:
         """Queue faults, consumed one per request (only by requests to path when given)."""
         self._faults.extend((path, f) for f in faults)

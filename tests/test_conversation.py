@@ -200,14 +200,7 @@ async def test_a_reset_during_a_turn_sets_that_turn_aside(
     store: Store, session: aiohttp.ClientSession, hf: fakehf.FakeHF
 ) -> None:
     conversation = await make_conversation(store, session, hf, STREAMING="false")
-    release = asyncio.Event()
-
-    async def responder(body: dict) -> str:
-        if body["messages"][-1]["content"] == "slow":
-            await release.wait()
-        return f"seen {len(body['messages'])}"
-
-    hf.responder = responder
+    release = hf.hold(lambda body: f"seen {len(body['messages'])}", only="slow")
     await conversation.respond(prompt("earlier"), ShownReply())
     slow = asyncio.create_task(conversation.respond(prompt("slow"), ShownReply()))
     await hf.wait_for_requests(2)

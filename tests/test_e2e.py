@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,13 +29,7 @@ async def test_mention_gets_a_reply(world: World, bot: HFCord) -> None:
 
 
 async def test_typing_shows_while_a_slow_model_works(world: World, bot: HFCord) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "done"
-
-    world.hf.responder = responder
+    release = world.hf.hold("done")
     await world.emu.user_message(world.general, world.alice, "slow one", mention_bot=True)
     await world.emu.wait_for(lambda: world.emu.typing[world.general.id] >= 1)
     release.set()
@@ -171,14 +163,7 @@ async def test_burst_in_one_channel_is_answered_in_order(world: World, bot: HFCo
 
 
 async def test_a_slow_channel_does_not_hold_up_another(world: World, bot: HFCord) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        if body["messages"][-1]["content"] == "slow":
-            await release.wait()
-        return "done"
-
-    world.hf.responder = responder
+    release = world.hf.hold("done", only="slow")
     await world.emu.user_message(world.general, world.alice, "slow", mention_bot=True)
     await world.hf.wait_for_requests(1)
     fast = await world.ask(world.random, world.bob, "fast")
@@ -299,13 +284,7 @@ async def test_reset_excludes_earlier_turns(world: World, bot: HFCord) -> None:
 
 
 async def test_commands_answer_quickly_while_the_model_is_slow(world: World, bot: HFCord) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "finally"
-
-    world.hf.responder = responder
+    release = world.hf.hold("finally")
     await world.emu.user_message(world.general, world.alice, "think hard", mention_bot=True)
     await world.hf.wait_for_requests(1)
     started = time.monotonic()

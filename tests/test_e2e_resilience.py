@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 
 from bot.client import HFCord
 from tests import fakehf
-from tests.e2e import World, running
-
-
-async def settle(bot: HFCord) -> None:
-    """Wait until every turn in progress is posted and recorded."""
-    assert await bot.conversation.drain(5)
-
+from tests.e2e import World, running, settle
 
 # --- endpoint faults --------------------------------------------------------------------
 
@@ -94,14 +85,8 @@ async def test_lasting_faults_get_a_clear_error_and_the_bot_recovers(
 
 
 async def test_hanging_endpoint_times_out_within_the_deadline(world: World) -> None:
-    never = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        if body["messages"][-1]["content"] == "hello?":
-            await never.wait()  # this one hangs, however often it is retried
-        return "Hello from Llama."
-
-    world.hf.responder = responder
+    # "hello?" hangs, however often it is retried.
+    world.hf.hold("Hello from Llama.", only="hello?")
     env = {"HF_TIMEOUT_SECONDS": "0.3", "HF_RETRY_DEADLINE_SECONDS": "3"}
     async with running(world, **env) as bot:
         note = await world.ask(world.general, world.alice, "hello?")
@@ -116,13 +101,7 @@ async def test_hanging_endpoint_times_out_within_the_deadline(world: World) -> N
 
 
 async def test_a_flooded_channel_answers_what_it_can_and_says_busy(world: World) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "answer to " + body["messages"][-1]["content"]
-
-    world.hf.responder = responder
+    release = world.hf.hold(lambda body: "answer to " + body["messages"][-1]["content"])
     async with running(world, CHANNEL_QUEUE_LIMIT="2") as bot:
         for i in range(4):
             await world.emu.user_message(world.general, world.alice, f"q{i}", mention_bot=True)
@@ -142,13 +121,7 @@ async def test_a_flooded_channel_answers_what_it_can_and_says_busy(world: World)
 
 
 async def test_requests_across_channels_share_the_endpoint_cap(world: World) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "ok"
-
-    world.hf.responder = responder
+    release = world.hf.hold("ok")
     channels = [world.emu.add_text_channel(world.guild, f"c{i}") for i in range(5)]
     async with running(world, HF_MAX_CONCURRENCY="2") as bot:
         for channel in channels:
@@ -233,13 +206,7 @@ async def test_control_characters_are_removed(world: World, bot: HFCord) -> None
 
 
 async def test_reply_target_deleted_before_the_answer(world: World, bot: HFCord) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "late answer"
-
-    world.hf.responder = responder
+    release = world.hf.hold("late answer")
     asked = await world.emu.user_message(world.general, world.alice, "quick", mention_bot=True)
     await world.hf.wait_for_requests(1)
     await world.emu.delete_message(asked)
@@ -261,14 +228,7 @@ async def test_reply_to_a_deleted_message_does_not_crash(world: World, bot: HFCo
 async def test_channel_deleted_mid_turn_is_logged_and_survived(
     world: World, bot: HFCord, caplog: pytest.LogCaptureFixture
 ) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        if body["messages"][-1]["content"] == "in a doomed channel":
-            await release.wait()
-        return "ok"
-
-    world.hf.responder = responder
+    release = world.hf.hold("ok", only="in a doomed channel")
     await world.emu.user_message(world.random, world.alice, "in a doomed channel", mention_bot=True)
     await world.hf.wait_for_requests(1)
     del world.emu.channels[world.random.id]  # deleted while the model was thinking

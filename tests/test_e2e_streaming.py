@@ -10,7 +10,7 @@ from bot.client import HFCord
 from bot.render import split_message
 from cogs.chat import CURSOR, EDIT_INTERVAL, THINKING_STATUS
 from tests import fakehf
-from tests.e2e import World, running
+from tests.e2e import World, running, settle
 from tests.fakediscord import Channel, Limit, Message
 
 REAL_WINDOW = 5.0  # Discord's: about 5 message creates and 5 edits per 5 s per channel
@@ -36,10 +36,6 @@ def assert_paced(messages: list[Message]) -> None:
 def max_edits_in_window(world: World, channel: Channel, window: float) -> int:
     times = sorted(r.at for _, r in world.emu.edits(channel))
     return max((sum(1 for t in times if start <= t < start + window) for start in times), default=0)
-
-
-async def settle(bot: HFCord) -> None:
-    assert await bot.conversation.drain(10)
 
 
 async def test_a_streamed_answer_grows_then_matches_the_whole_one(

@@ -392,13 +392,7 @@ async def test_concurrency_is_capped_per_endpoint(
     hf: fakehf.FakeHF, session: aiohttp.ClientSession
 ) -> None:
     client = InferenceClient(session, TEST_TOKEN, max_concurrency=2)
-    release = asyncio.Event()
-
-    async def responder(body: dict) -> str:
-        await release.wait()
-        return "ok"
-
-    hf.responder = responder
+    release = hf.hold("ok")
     calls = [asyncio.create_task(client.complete(chat_model(hf.url), MESSAGES)) for _ in range(6)]
     await hf.wait_for_requests(2)
     assert hf.in_flight == 2  # the other four wait for a slot, not on the endpoint

@@ -106,13 +106,7 @@ def assert_whole_turns(found: list[tuple[Any, ...]]) -> None:
 
 
 async def test_sigterm_lets_the_turn_in_flight_finish(world: World) -> None:
-    release = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await release.wait()
-        return "answered before shutdown"
-
-    world.hf.responder = responder
+    release = world.hf.hold("answered before shutdown")
     async with bot_process(world) as bot:
         await world.emu.user_message(
             world.general, world.alice, "secret question", mention_bot=True
@@ -134,13 +128,7 @@ async def test_sigterm_lets_the_turn_in_flight_finish(world: World) -> None:
 
 
 async def test_sigint_with_a_hung_model_cancels_cleanly(world: World) -> None:
-    never = asyncio.Event()
-
-    async def responder(body: dict[str, Any]) -> str:
-        await never.wait()
-        return "never"
-
-    world.hf.responder = responder
+    world.hf.hold("never")  # never released
     async with bot_process(world) as bot:
         await world.emu.user_message(world.general, world.alice, "stuck", mention_bot=True)
         await world.hf.wait_for_requests(1)
